@@ -1,0 +1,1 @@
+"""Entry points that run on Ray: preprocess, train, compress scenes, evaluate, demo."""

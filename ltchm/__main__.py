@@ -1,0 +1,5 @@
+import sys
+
+from ltchm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""Atomic file output: write to a temporary name beside the target, then rename.
+
+A crash or an exception leaves either the old file or the new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; rename it onto ``path`` on success.
+
+    ``suffix`` defaults to the target's, so writers that pick a format by extension work.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.",
+        suffix=(target.suffix if suffix is None else suffix) + ".tmp",
+        dir=target.parent,
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    # Some writers refuse to overwrite; give them a fresh name that is still ours.
+    tmp_path.unlink()
+    tmp_path = tmp_path.with_name(tmp_path.name[: -len(".tmp")])
+    try:
+        yield tmp_path
+        if tmp_path.exists():
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, target)
+        else:
+            raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,56 @@
+"""The one command-line interface: ``ltchm <command> [args]``.
+
+Each command lives in the module that implements it and exposes ``main(argv) -> int``; this
+dispatcher imports only the module of the command being run, so ``ltchm --help`` is instant
+and every command can be called in-process (``main(["complexity", "--N", "128"])``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+__all__ = ["COMMANDS", "main"]
+
+# command -> (module:function, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jobs.demo:main", "run the main job end to end on the embedded defaults"),
+    "list-models": ("ltchm.zoo:main", "list the registered models and their config keys"),
+    "complexity": ("ltchm.complexity:main", "parameters, FLOPs and MACs beside the paper"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: ltchm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'ltchm <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(version("ltchm"))
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"ltchm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    from ltchm.runtime import tune_allocator
+
+    tune_allocator()
+    target, _ = COMMANDS[command]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    result = func(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The one configuration schema of the platform.
+
+Every stage reads its settings from one :class:`Config`: the model, the loss, training,
+DeepSpeed, tracking, the data pipeline and the jobs. Files are YAML; a file may name others
+under ``extends`` (paths relative to it) whose values it overrides. Unknown keys and wrong
+types are errors that name the offending key.
+
+Example::
+
+    cfg = load_config("configs/lambda_512.yaml", overrides={"train.steps": 1000})
+    cfg.model.N, cfg.loss.lmbda
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DeepSpeedConfig",
+    "EvaluateConfig",
+    "LossConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "ScenesConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "config_hash",
+    "dump_config",
+    "load_config",
+]
+
+LAMBDAS = (128, 256, 512, 1024, 2048, 4096)
+
+
+class ConfigError(ValueError):
+    """A configuration that does not fit the schema; the message names the key."""
+
+
+class _Section(BaseModel):
+    # strict: "N: '192'" or "steps: true" are errors, not silent coercions.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Architecture: a registry name plus the keys that model takes (see ``ltchm.zoo``)."""
+
+    name: str = "ltchm"
+    N: int = Field(192, ge=8, description="channels of y and z (192 low rates, 256 high)")
+    mixture: Literal["gaussian", "laplace"] = "gaussian"
+    K: int = Field(3, ge=1, le=8, description="mixture components")
+    context: Literal["autoregressive", "checkerboard"] = "autoregressive"
+    window_size: int = Field(4, ge=1)
+    head_dim: int = Field(32, ge=1)
+
+
+class LossConfig(_Section):
+    """Rate-distortion loss: ``lmbda * D + bpp`` with D = MSE on [0, 1] or 1 - MS-SSIM."""
+
+    lmbda: float = Field(512.0, gt=0)
+    metric: Literal["mse", "ms-ssim"] = "mse"
+
+
+class TrainConfig(_Section):
+    """The paper's recipe by default (Sec. 3.2)."""
+
+    steps: int = Field(200_000, ge=1)
+    batch_size: int = Field(8, ge=1, description="per step, over all workers")
+    patch_size: int = Field(256, ge=64)
+    lr: float = Field(1e-4, gt=0)
+    lr_final: float = Field(1e-5, gt=0)
+    lr_drop_at: float = Field(0.5, gt=0, le=1, description="fraction of steps at which lr drops")
+    aux_lr: float = Field(1e-3, gt=0)
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    workers: int = Field(1, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(1, ge=1)
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    val_every: int = Field(5000, ge=1)
+    val_images: int = Field(16, ge=1)
+    checkpoint_every: int = Field(5000, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    loader_workers: int = Field(2, ge=0)
+    out: str = "runs"
+
+
+class DeepSpeedConfig(_Section):
+    """DeepSpeed settings; ``extra`` is merged verbatim into the generated ds_config."""
+
+    zero_stage: int = Field(1, ge=0, le=3)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackingConfig(_Section):
+    """MLflow: an embedded SQLite store by default, any tracking URI by config."""
+
+    tracking_uri: str = "sqlite:///mlruns.db"
+    artifact_location: str | None = None
+    experiment: str = "ltchm"
+    registered_model: str = "ltchm"
+    system_metrics: bool = True
+
+
+class PreprocessConfig(_Section):
+    """Archive -> WebDataset shards (``jobs.preprocess``)."""
+
+    layout: Literal["auto", "dota", "ucmerced", "gaofen", "folder"] = "auto"
+    tile_size: int = Field(256, ge=16)
+    stride: int = Field(256, ge=1)
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    tile_splits: tuple[Literal["train", "val", "test"], ...] = ("train",)
+    image_format: Literal["png", "webp"] = "png"
+    shard_max_bytes: int = Field(256 * 1024**2, ge=1024)
+    skip_nodata_fraction: float = Field(0.95, ge=0, le=1)
+    skip_constant_std: float = Field(1.0, ge=0)
+    stretch_percentiles: tuple[float, float] = (2.0, 98.0)
+    small_image: Literal["pad", "skip"] = "pad"
+
+    @model_validator(mode="after")
+    def _ratios(self) -> PreprocessConfig:
+        if abs(sum(self.split_ratios) - 1.0) > 1e-6:
+            raise ValueError(f"split_ratios must sum to 1, got {self.split_ratios}")
+        lo, hi = self.stretch_percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(
+                f"stretch_percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}"
+            )
+        return self
+
+
+class DataConfig(_Section):
+    """The training loader over the shards."""
+
+    shards: str | None = None
+    shuffle_buffer: int = Field(1000, ge=0)
+    epoch_length: int = Field(10_000, ge=1, description="samples per resampled epoch per worker")
+
+
+class ScenesConfig(_Section):
+    """Scene codec (``jobs.compress_scenes``)."""
+
+    tile_size: int = Field(512, ge=64)
+    overlap: int = Field(32, ge=0)
+    output_format: Literal["cog", "gtiff"] = "cog"
+    output_compress: Literal["zstd", "deflate"] = "zstd"
+    bit_mapping: Literal["scene-linear", "tile-linear"] = "scene-linear"
+
+
+class EvaluateConfig(_Section):
+    """Rate-distortion evaluation (``jobs.evaluate``)."""
+
+    codecs: tuple[str, ...] = ("jpeg2000", "webp", "avif", "hevc", "jpeg")
+    jpeg2000_ratios: tuple[float, ...] = (20, 30, 40, 60, 110, 160)
+    webp_qualities: tuple[int, ...] = (1, 4, 20, 35, 60, 80)
+    avif_qualities: tuple[int, ...] = (10, 20, 30, 40, 50, 60)
+    hevc_qps: tuple[int, ...] = (25, 30, 35, 40, 43, 46)
+    jpeg_qualities: tuple[int, ...] = (5, 10, 20, 40, 60, 80)
+    lpips_weights: str | None = None
+
+
+class Config(_Section):
+    """The root of the schema."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    scenes: ScenesConfig = Field(default_factory=ScenesConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+# PyYAML follows YAML 1.1, where "1e-4" is a string; accept it as the float users mean.
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"config 'extends' cycle: {chain}")
+    data = _read_yaml(path)
+    parents = data.pop("extends", [])
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: 'extends' must be a path or a list of paths")
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = _deep_merge(merged, _resolve(path.parent / parent, (*seen, path)))
+    return _deep_merge(merged, data)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _to_tuples(data: Any) -> Any:
+    # YAML has no tuples; the schema uses them for fixed-length settings.
+    if isinstance(data, dict):
+        return {k: _to_tuples(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return tuple(_to_tuples(v) for v in data)
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Validate a plain mapping against the schema."""
+    try:
+        return Config.model_validate(_to_tuples(dict(data)))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(
+    paths: str | Path | Iterable[str | Path] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load YAML files (later ones win), apply dotted ``overrides``, validate.
+
+    Args:
+        paths: one file or several; ``None`` gives the defaults.
+        overrides: e.g. ``{"train.steps": 100, "model.N": 64}``.
+    """
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    merged: dict[str, Any] = {}
+    names = []
+    for p in paths:
+        merged = _deep_merge(merged, _resolve(Path(p)))
+        names.append(str(p))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, dotted, value)
+    return config_from_dict(merged, ", ".join(names) or "<defaults>")
+
+
+def dump_config(cfg: Config) -> dict[str, Any]:
+    """A JSON/YAML-ready mapping that :func:`config_from_dict` turns back into ``cfg``."""
+    return json.loads(cfg.model_dump_json())
+
+
+def config_hash(section: BaseModel) -> str:
+    """A stable sha256 hex digest of one section (e.g. the model architecture)."""
+    canonical = json.dumps(json.loads(section.model_dump_json()), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()

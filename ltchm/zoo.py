@@ -1,0 +1,125 @@
+"""The one model registry: ``get_model(name, **cfg)`` and ``list_models()``.
+
+LTCHM and its Table 4 ablations share one implementation; CompressAI's Cheng2020 models are
+the learned baselines beside them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ltchm.config import ModelConfig
+from ltchm.models.ltchm import LTCHM, Variant
+
+__all__ = ["describe", "get_model", "list_models", "model_from_config"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., nn.Module]
+    description: str
+
+
+def _ltchm(variant: Variant) -> Callable[..., nn.Module]:
+    def build(**cfg: Any) -> nn.Module:
+        return LTCHM(variant=variant, **cfg)
+
+    build.__signature__ = inspect.signature(LTCHM).replace(  # type: ignore[attr-defined]
+        parameters=[p for n, p in inspect.signature(LTCHM).parameters.items() if n != "variant"]
+    )
+    return build
+
+
+def _compressai(cls_name: str) -> Callable[..., nn.Module]:
+    def build(N: int = 192) -> nn.Module:
+        from compressai import models
+
+        return getattr(models, cls_name)(N=N)
+
+    return build
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "ltchm": _Entry(
+        _ltchm(Variant()), "LTCHM: DAM + HPHAM with GCA (Table 4: baseline+DAM+HPHAM w/ GCA)"
+    ),
+    "ltchm-baseline": _Entry(
+        _ltchm(Variant(dam=False, hpham=False, gca=False)), "Cheng2020-style, no attention"
+    ),
+    "ltchm-dam": _Entry(_ltchm(Variant(dam=True, hpham=False, gca=False)), "baseline + DAM"),
+    "ltchm-hpham": _Entry(
+        _ltchm(Variant(dam=False, hpham=True, gca=True)), "baseline + HPHAM (w/ GCA)"
+    ),
+    "ltchm-hpham-nogca": _Entry(
+        _ltchm(Variant(dam=False, hpham=True, gca=False)), "baseline + HPHAM (w/o GCA)"
+    ),
+    "cheng2020-attn": _Entry(_compressai("Cheng2020Attention"), "CompressAI Cheng2020 (attention)"),
+    "cheng2020-anchor": _Entry(_compressai("Cheng2020Anchor"), "CompressAI Cheng2020 (anchor)"),
+}
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    return list(_REGISTRY)
+
+
+def describe(name: str) -> str:
+    return _entry(name).description
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}") from None
+
+
+def accepted_keys(name: str) -> list[str]:
+    """The configuration keys model ``name`` takes."""
+    return list(inspect.signature(_entry(name).build).parameters)
+
+
+def get_model(name: str, **cfg: Any) -> nn.Module:
+    """Build registered model ``name`` with configuration ``cfg`` (e.g. ``N=192``)."""
+    entry = _entry(name)
+    allowed = accepted_keys(name)
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} does not take {', '.join(unknown)}; it takes: {', '.join(allowed)}"
+        )
+    return entry.build(**cfg)
+
+
+def model_from_config(cfg: ModelConfig) -> nn.Module:
+    """Build the model a :class:`~ltchm.config.ModelConfig` describes.
+
+    Keys the model does not take are dropped only when they hold their default value, so a
+    config that sets e.g. ``mixture: laplace`` for a Cheng2020 baseline is an error.
+    """
+    allowed = set(accepted_keys(cfg.name))
+    defaults = ModelConfig().model_dump()
+    kwargs = {}
+    for key, value in cfg.model_dump(exclude={"name"}).items():
+        if key in allowed:
+            kwargs[key] = value
+        elif value != defaults[key]:
+            raise TypeError(f"model {cfg.name!r} does not take model.{key} (set to {value!r})")
+    return get_model(cfg.name, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ltchm list-models``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ltchm list-models", description=main.__doc__)
+    parser.parse_args(argv)
+    width = max(map(len, _REGISTRY))
+    for name, entry in _REGISTRY.items():
+        print(f"{name:<{width}}  {entry.description}  (keys: {', '.join(accepted_keys(name))})")
+    return 0

@@ -1,0 +1,26 @@
+from ltchm.cli import main
+from ltchm.complexity import measure, thop_counted_params
+from ltchm.layers import DAM
+from ltchm.zoo import get_model
+
+
+def test_dam_agrees_with_table_5() -> None:
+    c = measure(DAM(192), (8, 192, 128, 128))
+    assert round(c.params_thop / 1e6, 2) == 0.54  # paper: 0.54M
+    assert abs(c.macs_thop / 1e9 - 5.30) < 0.05  # paper: 5.30G
+    assert c.params_all > c.params_thop  # IDConv kernels are raw parameters
+
+
+def test_thop_rule_skips_raw_parameters() -> None:
+    model = get_model("ltchm-baseline", N=16)
+    gdn = sum(p.numel() for n, p in model.named_parameters() if "gdn" in n)
+    masked = model.context_model.conv.weight.numel() + model.context_model.conv.bias.numel()
+    assert gdn > 0
+    assert thop_counted_params(model) <= sum(p.numel() for p in model.parameters()) - gdn - masked
+
+
+def test_complexity_command(capsys) -> None:
+    assert main(["complexity", "--N", "128", "--no-ablations"]) == 0
+    out = capsys.readouterr().out
+    assert "24.91G" in out and "12.34M" in out and "DAM alone at 8x192x128x128" in out
+    assert "Why ltchm differs from the paper" in out and "7 DAMs" in out
