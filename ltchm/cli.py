@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo:main", "run the main job end to end on the embedded defaults"),
     "list-models": ("ltchm.zoo:main", "list the registered models and their config keys"),
     "complexity": ("ltchm.complexity:main", "parameters, FLOPs and MACs beside the paper"),
+    "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
 }
 
 

@@ -128,6 +128,18 @@ class PreprocessConfig(_Section):
     skip_constant_std: float = Field(1.0, ge=0)
     stretch_percentiles: tuple[float, float] = (2.0, 98.0)
     small_image: Literal["pad", "skip"] = "pad"
+    pad_mode: Literal["symmetric", "edge", "constant"] = Field(
+        "symmetric", description="numpy.pad mode filling train tiles of images smaller than a tile"
+    )
+    rgb_bands: tuple[int, int, int] | None = Field(
+        None,
+        description="1-based bands read as R,G,B; None: colour interpretation, else B,G,R,NIR "
+        "for Gaofen, else the first three",
+    )
+    png_compress_level: int = Field(
+        1, ge=0, le=9, description="zlib level; on aerial tiles 1 is 3x faster than 6, as small"
+    )
+    max_image_pixels: int = Field(2**30, ge=1, description="larger images are skipped, reported")
 
     @model_validator(mode="after")
     def _ratios(self) -> PreprocessConfig:
@@ -138,6 +150,8 @@ class PreprocessConfig(_Section):
             raise ValueError(
                 f"stretch_percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}"
             )
+        if self.rgb_bands is not None and min(self.rgb_bands) < 1:
+            raise ValueError(f"rgb_bands are 1-based band numbers, got {self.rgb_bands}")
         return self
 
 
@@ -146,7 +160,9 @@ class DataConfig(_Section):
 
     shards: str | None = None
     shuffle_buffer: int = Field(1000, ge=0)
-    epoch_length: int = Field(10_000, ge=1, description="samples per resampled epoch per worker")
+    epoch_length: int = Field(
+        10_000, ge=1, description="samples per resampled epoch per training process (rank)"
+    )
 
 
 class ScenesConfig(_Section):

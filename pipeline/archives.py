@@ -1,0 +1,452 @@
+"""Listing and streaming the members of image archives, as users download them.
+
+Sources are zip archives (DOTA ``part1.zip``, ``UCMerced_LandUse.zip``), tar archives
+(uncompressed, read by offset; or gzip/bzip2/xz-compressed, read in one streaming pass),
+plain folders and single image files (Gaofen GeoTIFF scenes). Nothing is unpacked to disk:
+a zip member is read through :mod:`zipfile`, an uncompressed tar member by seeking to its data,
+so any member can be read without touching the others.
+
+Member names are checked before anything else looks at them: an absolute path, a ``..``
+component, a link or a device node is refused and reported, never read. The pipeline never
+writes a member name to disk, but a name that could escape an extraction root marks an
+archive that was crafted or damaged, and its other members are still used.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import re
+import stat
+import tarfile
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LAYOUTS",
+    "SIDECAR_SUFFIXES",
+    "ArchiveError",
+    "Listing",
+    "Member",
+    "MemberError",
+    "MemberReader",
+    "UnsafeMemberError",
+    "check_member_name",
+    "detect_layout",
+    "image_identity",
+    "list_source",
+    "require_present",
+]
+
+LAYOUTS = ("dota", "ucmerced", "gaofen", "folder")
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".jp2"}
+)
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
+# Annotations and georeferencing sidecars that ship beside images (DOTA labelTxt, Gaofen
+# .xml/.rpb): expected, counted, not reported one by one.
+SIDECAR_SUFFIXES = frozenset(
+    {
+        ".txt", ".xml", ".json", ".csv", ".geojson", ".kml", ".prj", ".rpb", ".rpc", ".tfw",
+        ".jgw", ".pgw", ".aux", ".ovr", ".md", ".html", ".htm", ".shp", ".shx", ".dbf",
+        ".cpg", ".qml", ".pdf", ".yaml", ".yml", ".ini", ".dat",
+    }
+)  # fmt: skip
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_UCM = re.compile(r"(?:^|/)Images/([^/]+)/\1\d+\.tiff?$", re.IGNORECASE)
+_DOTA = re.compile(r"(?:^|/)images/(?:[^/]+/)*P\d+[^/]*\.(?:png|jpe?g|tiff?|bmp)$", re.IGNORECASE)
+_DOTA_LABELS = re.compile(r"(?:^|/)labelTxt[^/]*/", re.IGNORECASE)
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+class ArchiveError(RuntimeError):
+    """A source that cannot be used at all (missing, corrupt, truncated beyond use)."""
+
+
+class MemberError(RuntimeError):
+    """One member that cannot be read; the rest of its archive is still usable."""
+
+
+class UnsafeMemberError(ValueError):
+    """A member name that would escape an extraction root."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file inside a source.
+
+    ``name`` is the name exactly as stored (used to look the member up), ``path`` its
+    normalised relative POSIX path (used for ids and reports).
+    """
+
+    source: str  # absolute path of the archive, folder or file
+    kind: str  # "zip" | "tar" | "tar-stream" | "folder" | "file"
+    name: str
+    path: str
+    size: int
+    offset: int | None = None  # start of the data in an uncompressed tar
+    crc: int | None = None  # zip CRC-32
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.path).suffix.lower()
+
+    @property
+    def is_image(self) -> bool:
+        return self.suffix in IMAGE_SUFFIXES
+
+    @property
+    def is_sidecar(self) -> bool:
+        return self.suffix in SIDECAR_SUFFIXES or bool(_DOTA_LABELS.search(self.path))
+
+    @property
+    def local_path(self) -> Path | None:
+        """The member's own file on disk (folders and single files), else None."""
+        if self.kind == "folder":
+            return Path(self.source) / self.name
+        if self.kind == "file":
+            return Path(self.source)
+        return None
+
+    @property
+    def gdal_path(self) -> str:
+        """A path GDAL opens without unpacking (``/vsizip/``, ``/vsitar/``) or a plain path."""
+        if self.kind == "zip":
+            return f"/vsizip/{self.source}/{self.name}"
+        if self.kind in ("tar", "tar-stream"):
+            return f"/vsitar/{self.source}/{self.name}"
+        return str(self.local_path)
+
+
+@dataclass
+class Listing:
+    """The members of one source, the members refused, and notes on the source itself."""
+
+    path: Path
+    kind: str
+    members: list[Member] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (member name, reason)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_member_name(name: str) -> str:
+    """The normalised relative POSIX path of a member name; raises for escaping names."""
+    if not name or "\x00" in name:
+        raise UnsafeMemberError("empty name or NUL byte in the name")
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or _DRIVE.match(posix):
+        raise UnsafeMemberError("absolute path")
+    parts = [p for p in posix.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeMemberError("'..' in the path escapes the archive root (path traversal)")
+    if not parts:
+        raise UnsafeMemberError("empty path")
+    return "/".join(parts)
+
+
+def _source_kind(path: Path) -> str:
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise ArchiveError(f"{path}: no such file or folder")
+    if not path.is_file():
+        raise ArchiveError(f"{path}: not a regular file or folder")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    # Check tar first: a tar whose last member is a zip looks like a zip to is_zipfile().
+    if len(head) == 512 and head[257:262] == b"ustar":
+        return "tar"
+    if any(head.startswith(m) for m in _COMPRESSED_MAGIC):
+        return "tar-stream"
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "file"
+    if head.startswith(b"PK") or path.suffix.lower() == ".zip":
+        raise ArchiveError(
+            f"{path}: corrupt or truncated zip archive (its central directory is unreadable); "
+            "download it again"
+        )
+    if tarfile.is_tarfile(path):  # pre-POSIX tars without the ustar magic
+        return "tar"
+    raise ArchiveError(f"{path}: not a zip or tar archive, a folder, or an image file")
+
+
+def _add(listing: Listing, seen: set[str], member: Member) -> None:
+    if member.path in seen:
+        listing.refused.append((member.name, "duplicate member name (the first one is used)"))
+        return
+    seen.add(member.path)
+    listing.members.append(member)
+
+
+def _list_zip(path: Path, listing: Listing) -> None:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ArchiveError(f"{path}: corrupt zip archive ({exc})") from None
+    seen: set[str] = set()
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            try:
+                norm = check_member_name(info.filename)
+            except UnsafeMemberError as exc:
+                listing.refused.append((info.filename, f"unsafe member name: {exc}"))
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                listing.refused.append((info.filename, "symbolic link (links are refused)"))
+                continue
+            if info.flag_bits & 0x1:
+                listing.refused.append((info.filename, "encrypted member"))
+                continue
+            member = Member(str(path), "zip", info.filename, norm, info.file_size, crc=info.CRC)
+            _add(listing, seen, member)
+
+
+def _list_tar(path: Path, listing: Listing, stream: bool) -> None:
+    size = path.stat().st_size
+    seen: set[str] = set()
+    count = 0
+    kind = "tar-stream" if stream else "tar"
+    try:
+        # "r:" seeks over member data (cheap listing); compressed tars can only be streamed.
+        with tarfile.open(path, "r|*" if stream else "r:") as tf:
+            for info in tf:
+                count += 1
+                try:
+                    norm = check_member_name(info.name)
+                except UnsafeMemberError as exc:
+                    listing.refused.append((info.name, f"unsafe member name: {exc}"))
+                    continue
+                if info.isdir():
+                    continue
+                if not info.isreg():
+                    what = "link" if (info.issym() or info.islnk()) else "special file"
+                    listing.refused.append((info.name, f"{what} (only regular files are read)"))
+                    continue
+                if not stream and info.offset_data + info.size > size:
+                    listing.refused.append((info.name, "truncated: the archive ends inside it"))
+                    listing.notes.append(f"truncated archive: it ends inside member {info.name!r}")
+                    continue
+                offset = None if stream else info.offset_data
+                _add(listing, seen, Member(str(path), kind, info.name, norm, info.size, offset))
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        if count == 0:
+            raise ArchiveError(f"{path}: not a readable tar archive ({exc})") from None
+        listing.notes.append(
+            f"truncated or corrupt archive: reading stopped after {count} members ({exc}); "
+            "members after that point are missing"
+        )
+
+
+def _list_folder(path: Path, listing: Listing) -> None:
+    root = path.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            file = Path(dirpath) / fname
+            rel = file.relative_to(root).as_posix()
+            if file.is_symlink():
+                target = file.resolve()
+                if not target.is_relative_to(root):
+                    listing.refused.append((rel, "symbolic link pointing outside the folder"))
+                    continue
+            if not file.is_file():
+                listing.refused.append((rel, "not a regular file"))
+                continue
+            listing.members.append(Member(str(root), "folder", rel, rel, file.stat().st_size))
+    listing.members.sort(key=lambda m: m.path)
+
+
+def list_source(path: str | os.PathLike[str]) -> Listing:
+    """List a zip/tar archive, a folder (recursively) or one image file.
+
+    Raises:
+        ArchiveError: the source is missing or unusable; the message names it.
+    """
+    path = Path(path).resolve()
+    kind = _source_kind(path)
+    listing = Listing(path, kind)
+    if kind == "zip":
+        _list_zip(path, listing)
+    elif kind in ("tar", "tar-stream"):
+        _list_tar(path, listing, stream=kind == "tar-stream")
+    elif kind == "folder":
+        _list_folder(path, listing)
+    else:
+        listing.members.append(Member(str(path), "file", path.name, path.name, path.stat().st_size))
+    return listing
+
+
+def _looks_like_scene(member: Member) -> bool:
+    """Whether a raster member is a satellite scene (georeferenced, >8-bit or >4 bands)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(member.gdal_path) as ds:
+                return ds.crs is not None or ds.dtypes[0] != "uint8" or ds.count > 4
+    except RasterioIOError:
+        return False
+
+
+def detect_layout(listing: Listing) -> str:
+    """``"ucmerced"``, ``"dota"``, ``"gaofen"`` or ``"folder"`` from the member names.
+
+    UC-Merced: ``.../Images/<class>/<class>NN.tif``. DOTA (v1.0/1.5/2.0 parts, train/val/test):
+    ``P<number>`` images under an ``images/`` folder, or ``labelTxt*`` annotations beside them.
+    Gaofen: GeoTIFF scenes (one file, or rasters that are georeferenced, >8-bit or >4 bands).
+    Anything else is a plain folder of images.
+    """
+    paths = [m.path for m in listing.members]
+    if any(_UCM.search(p) for p in paths):
+        return "ucmerced"
+    if any(_DOTA.search(p) for p in paths) or any(_DOTA_LABELS.search(p) for p in paths):
+        return "dota"
+    images = [m for m in listing.members if m.is_image]
+    rasters = [m for m in images if m.suffix in RASTER_SUFFIXES]
+    if listing.kind == "file" and rasters:
+        return "gaofen"
+    if rasters and len(rasters) == len(images) and _looks_like_scene(rasters[0]):
+        return "gaofen"
+    return "folder"
+
+
+def image_identity(path: str, layout: str) -> tuple[str, str | None]:
+    """``(image id, class label or None)`` of an image member in a layout.
+
+    DOTA, UC-Merced and Gaofen ids are file stems: DOTA's ``P0001`` is the same image in the
+    v1.0, v1.5 and v2.0 parts, so it lands in the same split in all of them. A plain folder
+    uses the relative path without suffix (subfolders may repeat file names).
+    """
+    p = PurePosixPath(path)
+    if layout in ("dota", "gaofen"):
+        return p.stem, None
+    if layout == "ucmerced":
+        return p.stem, p.parent.name
+    if layout == "folder":
+        return str(p.with_suffix("")), None
+    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+class MemberReader:
+    """Reads member bytes; keeps archives open across reads within one task.
+
+    Zip and uncompressed tar members are read on demand. Members of compressed tars must be
+    announced with :meth:`prefetch`, which decompresses the archive once and keeps the
+    requested members' bytes: gzip has no random access, so each shard task pays one pass.
+    """
+
+    def __init__(self) -> None:
+        self._zips: dict[str, zipfile.ZipFile] = {}
+        self._files: dict[str, BinaryIO] = {}
+        self._cache: dict[tuple[str, str], bytes] = {}
+        self._stream_errors: dict[str, str] = {}
+
+    def __enter__(self) -> MemberReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for zf in self._zips.values():
+            zf.close()
+        for f in self._files.values():
+            f.close()
+        self._zips.clear()
+        self._files.clear()
+        self._cache.clear()
+
+    def prefetch(self, members: Iterable[Member]) -> None:
+        """Read the wanted members of each compressed tar in one streaming pass."""
+        wanted: dict[str, set[str]] = {}
+        for m in members:
+            if m.kind == "tar-stream" and (m.source, m.name) not in self._cache:
+                wanted.setdefault(m.source, set()).add(m.name)
+        for source, names in wanted.items():
+            require_present(source)
+            try:
+                with tarfile.open(source, "r|*") as tf:
+                    for info in tf:
+                        if info.name in names and info.isreg():
+                            f = tf.extractfile(info)
+                            if f is not None:
+                                self._cache[(source, info.name)] = f.read()
+                            names.discard(info.name)
+                            if not names:
+                                break
+            except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+                self._stream_errors[source] = str(exc)
+
+    def read(self, member: Member) -> bytes:
+        """The member's bytes. Raises :class:`MemberError` when they cannot be read whole."""
+        try:
+            return self._read(member)
+        except MemberError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+            raise MemberError(f"cannot read member: {exc}") from None
+        except KeyError:
+            raise MemberError("member missing from the archive (changed since listing?)") from None
+
+    def _read(self, member: Member) -> bytes:
+        if member.kind == "zip":
+            zf = self._zips.get(member.source)
+            if zf is None:
+                require_present(member.source)
+                try:
+                    zf = self._zips[member.source] = zipfile.ZipFile(member.source)
+                except (zipfile.BadZipFile, OSError) as exc:
+                    raise ArchiveError(f"{member.source}: cannot open zip ({exc})") from None
+            # ZipExtFile checks the CRC-32 at the end of the read: corrupt data raises.
+            return zf.read(member.name)
+        if member.kind == "tar":
+            f = self._files.get(member.source)
+            if f is None:
+                require_present(member.source)
+                f = self._files[member.source] = open(member.source, "rb")  # noqa: SIM115
+            assert member.offset is not None
+            f.seek(member.offset)
+            data = f.read(member.size)
+            if len(data) != member.size:
+                raise MemberError(f"truncated: {len(data)} of {member.size} bytes present")
+            return data
+        if member.kind == "tar-stream":
+            key = (member.source, member.name)
+            if key not in self._cache:
+                self.prefetch([member])
+            if key not in self._cache:
+                why = self._stream_errors.get(member.source, "not found in the archive")
+                raise MemberError(f"cannot read member from compressed tar: {why}")
+            return self._cache.pop(key)
+        path = member.local_path
+        assert path is not None
+        require_present(path)
+        return path.read_bytes()
+
+
+def require_present(path: str | Path) -> None:
+    """Raise :class:`ArchiveError` if a planned source is not there (on this node).
+
+    A source that vanished since planning, or that a Ray node cannot see, is not a bad member
+    to skip: every member of it would be "skipped" and the job would look fine.
+    """
+    if not os.path.exists(path):
+        raise ArchiveError(
+            f"{path}: not found on this node (moved since planning? inputs must be on storage "
+            "that every Ray node sees)"
+        )
