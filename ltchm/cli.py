@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo:main", "run the main job end to end on the embedded defaults"),
     "list-models": ("ltchm.zoo:main", "list the registered models and their config keys"),
     "complexity": ("ltchm.complexity:main", "parameters, FLOPs and MACs beside the paper"),
+    "encode": ("ltchm.codec.cli:encode_main", "compress an RGB image into an .ltc file"),
+    "decode": ("ltchm.codec.cli:decode_main", "decompress an .ltc file into PNG/TIFF"),
+    "eval-images": ("ltchm.codec.cli:eval_images_main", "real vs estimated bpp, PSNR, MS-SSIM"),
+    "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
     "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
 }
 

@@ -93,7 +93,10 @@ def get_model(name: str, **cfg: Any) -> nn.Module:
         raise TypeError(
             f"model {name!r} does not take {', '.join(unknown)}; it takes: {', '.join(allowed)}"
         )
-    return entry.build(**cfg)
+    model = entry.build(**cfg)
+    # what the codec records as the model's identity and checkpoints rebuild it from
+    model.model_config = ModelConfig(name=name, **cfg)
+    return model
 
 
 def model_from_config(cfg: ModelConfig) -> nn.Module:

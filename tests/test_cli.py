@@ -29,7 +29,11 @@ def test_every_command_resolves() -> None:
 def test_demo_runs_on_a_folder(tmp_path: Path, ucm_dir: Path, capsys) -> None:
     for p in list_images(ucm_dir)[:2]:
         shutil.copy(p, tmp_path)
-    assert main(["demo", "--data", str(tmp_path), "--steps", "2", "--N", "16"]) == 0
+    out_dir = tmp_path / "out"
+    argv = ["demo", "--data", str(tmp_path), "--steps", "2", "--N", "16", "--out", str(out_dir)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "bpp (estimated)" in out and "PSNR" in out
-    assert sum(line.endswith(".tif") is False and ".tif" in line for line in out.splitlines()) == 2
+    assert "bpp (file)" in out and "bpp (estimated)" in out and "PSNR" in out
+    assert sum(".tif " in line for line in out.splitlines()) == 2
+    assert len(list(out_dir.glob("*.ltc"))) == 2 and len(list(out_dir.glob("*.png"))) == 2
+    assert (out_dir / "model.pt").is_file()

@@ -34,6 +34,8 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from ltchm.entropy.context import ContextMode, ContextModel
+from ltchm.entropy.detforward import DetProgram
+from ltchm.entropy.latent import decode_y, encode_y
 from ltchm.entropy.mixture import Family, MixtureParams, mixture_likelihood, split_params
 from ltchm.layers import DAM, HPHAM
 
@@ -183,6 +185,8 @@ class LTCHM(CompressionModel):
             nn.LeakyReLU(inplace=True),
             nn.Conv2d(640, 3 * K * N, 1),
         )
+        self._det: DetProgram | None = None
+        self._coding_versions: tuple[int, ...] | None = None
 
     # -- configuration ------------------------------------------------------------------
     @property
@@ -225,3 +229,83 @@ class LTCHM(CompressionModel):
         y_likelihoods = mixture_likelihood(y_rate, params, self.mixture)
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    # -- entropy coding --------------------------------------------------------------------
+    def _versions(self) -> tuple[int, ...]:
+        # in-place updates (optimizer steps, load_state_dict) bump a tensor's version
+        return tuple(p._version for p in self.parameters())
+
+    def update(self, scale_table: Any = None, force: bool = False, **kwargs: Any) -> bool:
+        """Build the coding tables from the weights: the entropy bottleneck's CDFs
+        (CompressAI) and the integer weights of the reproducible entropy-parameter path."""
+        updated = super().update(scale_table=scale_table, force=force, **kwargs)
+        if force or updated or self._det is None:
+            self._compile()
+            updated = True
+        return updated
+
+    def _compile(self) -> None:
+        self._det = DetProgram().compile(self.h_s, self.context_model, self.entropy_parameters)
+        self._coding_versions = self._versions()
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict)
+        # Tables saved with the weights are used as saved: rebuilding them on another
+        # machine could differ in the last bit (float32), and files would not decode.
+        if self.entropy_bottleneck._offset.numel():
+            self._compile()
+        else:
+            self._det, self._coding_versions = None, None
+        return result
+
+    def ready(self) -> bool:
+        """Whether the coding tables exist (``update()`` was called or they were loaded).
+
+        As in CompressAI, call ``update(force=True)`` after training: tables are never rebuilt
+        behind the caller's back, because a rebuild on another machine may differ in the
+        last bit and the files of the old tables would no longer decode.
+        """
+        return self._det is not None and self.entropy_bottleneck._offset.numel() > 0
+
+    def _require_ready(self) -> DetProgram:
+        if not self.ready():
+            raise RuntimeError(
+                "the model has no coding tables: call model.update(force=True) after "
+                "training (checkpoints saved by ltchm.codec carry their tables)"
+            )
+        if self._coding_versions != self._versions():
+            # the integer weights derive from the float ones exactly: safe to refresh
+            self._compile()
+        assert self._det is not None
+        return self._det
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> dict[str, Any]:
+        """Entropy-code a batch: ``{"strings": [y_strings, z_strings], "shape": z size}``."""
+        self.check_size(x)
+        prog = self._require_ready()
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        hyper = prog.run(self.h_s, z_hat)
+        y_hat = torch.round(y).double()
+        y_strings = [
+            encode_y(self, prog, y_hat[i : i + 1], hyper[i : i + 1]) for i in range(len(x))
+        ]
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+
+    @torch.no_grad()
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict[str, Tensor]:
+        """Decode what :meth:`compress` wrote: ``{"x_hat": (B, 3, 64 h, 64 w) in [0, 1]}``."""
+        prog = self._require_ready()
+        y_strings, z_strings = strings
+        if len(y_strings) != len(z_strings):
+            raise ValueError("y and z strings differ in number")
+        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
+        hyper = prog.run(self.h_s, z_hat)
+        y_hat = torch.cat(
+            [decode_y(self, prog, s, hyper[i : i + 1]) for i, s in enumerate(y_strings)]
+        )
+        x_hat = self.g_s(y_hat.to(z_hat.dtype)).clamp_(0, 1)
+        return {"x_hat": x_hat, "y_hat": y_hat}

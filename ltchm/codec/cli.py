@@ -1,0 +1,164 @@
+"""``ltchm encode``, ``ltchm decode`` and ``ltchm eval-images``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ltchm.atomic import atomic_write_bytes, atomic_write_text
+from ltchm.codec.container import ContainerError, unpack
+from ltchm.codec.image import ImageCodec, bits_per_pixel
+from ltchm.codec.spec import load_model
+from ltchm.codec.store import find_model, store_dir, store_model
+from ltchm.imageio import list_images, read_image, write_image
+from ltchm.losses import bpp_from_likelihoods
+from ltchm.metrics import ms_ssim, psnr
+
+__all__ = ["decode_main", "encode_main", "eval_images_main"]
+
+
+def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--model",
+        required=required,
+        metavar="SPEC",
+        help="checkpoint file, MLflow model URI (models:/name@alias) or registry name",
+    )
+    parser.add_argument("--config", help="config file for a registry name (model, lambda)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+
+
+def encode_main(argv: list[str] | None = None) -> int:
+    """``ltchm encode IMAGE OUT.ltc --model SPEC``"""
+    parser = argparse.ArgumentParser(prog="ltchm encode", description="Compress an RGB image.")
+    parser.add_argument("image", type=Path)
+    parser.add_argument("out", type=Path)
+    _model_args(parser)
+    parser.add_argument("--tile-size", type=int, default=1024, help="code larger images in tiles")
+    parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
+    args = parser.parse_args(argv)
+    x = read_image(args.image, drop_alpha=args.drop_alpha)
+    model = load_model(args.model, args.config, args.device)
+    codec = ImageCodec(model, tile_size=args.tile_size, device=args.device)
+    t0 = time.perf_counter()
+    data = codec.encode(x)
+    seconds = time.perf_counter() - t0
+    atomic_write_bytes(args.out, data)
+    # remember the model so that 'ltchm decode' finds it by the file's weights hash
+    store_model(codec.model, codec.identity.weights_hash)
+    H, W = x.shape[-2:]
+    print(
+        f"{args.image} -> {args.out}: {W}x{H}, {len(data)} bytes, "
+        f"{bits_per_pixel(len(data), H, W):.4f} bpp, {seconds:.2f} s, {codec.identity.short()}"
+    )
+    return 0
+
+
+def decode_main(argv: list[str] | None = None) -> int:
+    """``ltchm decode IN.ltc OUT.png|.tif``"""
+    parser = argparse.ArgumentParser(prog="ltchm decode", description="Decompress an .ltc file.")
+    parser.add_argument("input", type=Path)
+    parser.add_argument("out", type=Path, help=".png or .tif")
+    _model_args(parser, required=False)
+    args = parser.parse_args(argv)
+    data = args.input.read_bytes()
+    try:
+        identity = unpack(data).identity
+    except ContainerError as exc:
+        print(f"ltchm decode: {args.input}: {exc}", file=sys.stderr)
+        return 1
+    if args.model:
+        model = load_model(args.model, args.config, args.device)
+    else:
+        model = find_model(identity)
+        if model is None:
+            print(
+                f"ltchm decode: {args.input} was encoded with {identity.short()}, which is not "
+                f"in the local model store ({store_dir()}); pass --model",
+                file=sys.stderr,
+            )
+            return 1
+    codec = ImageCodec(model, device=args.device)
+    t0 = time.perf_counter()
+    x = codec.decode(data)
+    seconds = time.perf_counter() - t0
+    write_image(args.out, x)
+    print(f"{args.input} -> {args.out}: {x.shape[2]}x{x.shape[1]}, {seconds:.2f} s")
+    return 0
+
+
+def estimated_bpp(codec: ImageCodec, x: torch.Tensor) -> float:
+    """bpp the model's likelihoods predict for ``x`` (padded as the codec pads it)."""
+    H, W = x.shape[-2:]
+    with torch.no_grad():
+        out = codec.model(codec._pad(x.to(codec.device))[None])
+    return float(bpp_from_likelihoods(out["likelihoods"], H * W))
+
+
+def eval_images_main(argv: list[str] | None = None) -> int:
+    """``ltchm eval-images DIR --model SPEC``"""
+    parser = argparse.ArgumentParser(
+        prog="ltchm eval-images",
+        description="Per image: bpp of the real file, bpp the model estimates, PSNR, MS-SSIM.",
+    )
+    parser.add_argument("folder", type=Path)
+    _model_args(parser)
+    parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument("--drop-alpha", action="store_true")
+    args = parser.parse_args(argv)
+    paths = list_images(args.folder)
+    if not paths:
+        print(f"ltchm eval-images: no images in {args.folder}", file=sys.stderr)
+        return 1
+    codec = ImageCodec(load_model(args.model, args.config, args.device), device=args.device)
+    rows = []
+    header = (
+        f"{'image':<28} {'size':>9} {'bytes':>8} {'bpp':>7} {'est.bpp':>8} {'PSNR':>7} "
+        f"{'MS-SSIM':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for path in paths:
+        x = read_image(path, drop_alpha=args.drop_alpha)
+        H, W = x.shape[-2:]
+        data = codec.encode(x)
+        x_hat = codec.decode(data)
+        q = psnr(x_hat, x)
+        m = ms_ssim(x_hat, x) if min(H, W) > 160 else math.nan
+        row = {
+            "image": path.name,
+            "width": W,
+            "height": H,
+            "bytes": len(data),
+            "bpp": bits_per_pixel(len(data), H, W),
+            "bpp_estimated": estimated_bpp(codec, x),
+            "psnr": q,
+            "ms_ssim": m,
+        }
+        rows.append(row)
+        print(
+            f"{path.name:<28} {f'{W}x{H}':>9} {len(data):>8} {row['bpp']:>7.4f} "
+            f"{row['bpp_estimated']:>8.4f} {q:>7.2f} {m:>8.4f}"
+        )
+    print("-" * len(header))
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("bpp", "bpp_estimated", "psnr")}
+    print(
+        f"{'mean':<28} {'':>9} {'':>8} {mean['bpp']:>7.4f} {mean['bpp_estimated']:>8.4f} "
+        f"{mean['psnr']:>7.2f}"
+    )
+    print("bpp: measured from the .ltc file's bytes (header included); est.bpp: likelihoods.")
+    if args.csv:
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(args.csv, buf.getvalue())
+    return 0

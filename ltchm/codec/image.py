@@ -1,0 +1,121 @@
+"""``ImageCodec``: 8-bit RGB images of any size to ``.ltc`` bytes and back.
+
+Images are padded to the model's multiple of 64 by edge replication: remote-sensing scenes
+have content up to their borders, and replicating the border row/column extends it with
+flat content that costs almost no bits, where zero padding would add a hard edge (ringing,
+bits) and reflection would mirror texture that must then be coded; replication is also the
+only mode defined for images smaller than the padding (a 1 x 1 image). Measured on the dev
+images: see benchmarks/RESULTS.md. Large images are coded as independent tiles of
+``tile_size`` pixels so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ltchm.codec.checkpoint import prepare_for_coding
+from ltchm.codec.container import LtcFile, Tile, pack, unpack
+from ltchm.codec.identity import ModelIdentity, identity_of
+
+__all__ = ["ImageCodec", "ModelMismatchError", "tile_grid"]
+
+
+class ModelMismatchError(ValueError):
+    """A file encoded with another model than the one asked to decode it."""
+
+
+def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, h, w) of the tiles covering the image in raster order."""
+    if tile <= 0:
+        return [(0, 0, height, width)]
+    return [
+        (top, left, min(tile, height - top), min(tile, width - left))
+        for top in range(0, height, tile)
+        for left in range(0, width, tile)
+    ]
+
+
+class ImageCodec:
+    """Encode and decode 8-bit RGB images with a compression model.
+
+    Args:
+        model: a model of ``ltchm.zoo`` (LTCHM or a CompressAI baseline), with its
+            registry config; coding tables are built if it has none.
+        tile_size: images larger than this (pixels a side) are coded as independent tiles;
+            a multiple of 64. ``0`` codes every image whole.
+        device: where the networks run (the model's device by default).
+    """
+
+    def __init__(self, model: nn.Module, tile_size: int = 1024, device: Any = None) -> None:
+        stride = getattr(model, "stride", 64)
+        if tile_size % stride:
+            raise ValueError(f"tile_size must be a multiple of {stride}, got {tile_size}")
+        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.model = prepare_for_coding(model.to(self.device))
+        self.stride = stride
+        self.tile_size = tile_size
+        self.identity: ModelIdentity = identity_of(self.model)
+        self.context = getattr(self.model, "context", "none")
+
+    def model_identity(self) -> dict[str, Any]:
+        return asdict(self.identity)
+
+    def encode(self, x: Tensor) -> bytes:
+        """A complete ``.ltc`` file for ``x``, (3, H, W) floats in [0, 1]."""
+        if x.dim() != 3 or x.shape[0] != 3:
+            raise ValueError(
+                f"expected an RGB image (3, H, W), got shape {tuple(x.shape)}; other band "
+                "counts go through 'ltchm compress-scenes', which maps bands"
+            )
+        _, H, W = x.shape
+        if H == 0 or W == 0:
+            raise ValueError("cannot code an empty image")
+        tile = self.tile_size if max(H, W) > self.tile_size else 0
+        tiles = []
+        for top, left, h, w in tile_grid(H, W, tile):
+            patch = x[:, top : top + h, left : left + w].to(self.device, torch.float32)
+            out = self.model.compress(self._pad(patch)[None])
+            tiles.append(Tile(tuple(out["shape"]), [s[0] for s in out["strings"]]))
+        return pack(LtcFile(self.identity, H, W, self.context, "replicate", tile, tiles))
+
+    def decode(self, data: bytes) -> Tensor:
+        """The image of an ``.ltc`` file, (3, H, W) floats in [0, 1], on the CPU."""
+        f = unpack(data)
+        self.check_identity(f.identity)
+        grid = tile_grid(f.height, f.width, f.tile_size)
+        if len(grid) != len(f.tiles):
+            raise ValueError(f"file holds {len(f.tiles)} tiles, its geometry needs {len(grid)}")
+        out = torch.empty(3, f.height, f.width)
+        for (top, left, h, w), tile in zip(grid, f.tiles, strict=True):
+            x_hat = self.model.decompress([[s] for s in tile.streams], tile.shape)["x_hat"]
+            out[:, top : top + h, left : left + w] = x_hat[0, :, :h, :w].cpu()
+        return out
+
+    def check_identity(self, identity: ModelIdentity) -> None:
+        if not identity.matches(self.identity):
+            raise ModelMismatchError(
+                f"this file was encoded with {identity.short()}, not with the model given, "
+                f"{self.identity.short()}"
+            )
+
+    def _pad(self, x: Tensor) -> Tensor:
+        _, H, W = x.shape
+        ph, pw = (-H) % self.stride, (-W) % self.stride
+        if not ph and not pw:
+            return x
+        return F.pad(x[None], (0, pw, 0, ph), mode="replicate")[0]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def bits_per_pixel(nbytes: int, height: int, width: int) -> float:
+    return 8.0 * nbytes / (height * width) if height * width else math.nan

@@ -1,0 +1,67 @@
+"""Resolving a model SPEC: a registry name (+ config), a checkpoint path, or an MLflow URI."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ltchm.codec.checkpoint import load_checkpoint, prepare_for_coding
+from ltchm.config import ModelConfig, load_config
+
+__all__ = ["load_model"]
+
+INIT_SEED = 0  # registry models built from a config get reproducible initial weights
+
+
+def load_model(
+    spec: str, config: str | Path | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """A model ready to code.
+
+    Args:
+        spec: ``models:/name@alias`` / ``models:/name/version`` / ``runs:/...`` (MLflow),
+            a checkpoint file, or a registry name (see ``ltchm list-models``) whose config
+            comes from ``config`` (untrained, reproducibly initialised weights).
+        config: a config file for a registry name (its ``model`` and ``loss.lmbda``).
+    """
+    from ltchm.zoo import list_models, model_from_config
+
+    if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        return load_checkpoint(_download_mlflow(spec), map_location=device)
+    path = Path(spec)
+    if path.is_file():
+        if config is not None:
+            raise ValueError("--config applies to registry names; a checkpoint carries its own")
+        return load_checkpoint(path, map_location=device)
+    if spec in list_models():
+        cfg = load_config(config) if config is not None else None
+        model_cfg = (cfg.model if cfg else ModelConfig()).model_copy(update={"name": spec})
+        warnings.warn(
+            f"{spec!r} from the registry has untrained weights (seed {INIT_SEED}); pass a "
+            "checkpoint or an MLflow model URI for a trained one",
+            stacklevel=2,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(INIT_SEED)
+            model = model_from_config(model_cfg)
+        model.lmbda = cfg.loss.lmbda if cfg else None
+        return prepare_for_coding(model.to(device))
+    raise ValueError(
+        f"model spec {spec!r} is neither a checkpoint file, an MLflow URI (models:/..., "
+        f"runs:/...) nor a registered model ({', '.join(list_models())})"
+    )
+
+
+def _download_mlflow(uri: str) -> Path:
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    if local.is_file():
+        return local
+    candidates = sorted(local.rglob("*.pt"))
+    if not candidates:
+        raise FileNotFoundError(f"{uri}: no checkpoint (*.pt) among the model's artifacts")
+    return candidates[0]

@@ -1,0 +1,211 @@
+"""Entropy coding of y under the K-component mixture, element by element.
+
+Each element i gets its own categorical distribution over a window of integers
+[lo_i, hi_i] that covers every component's mean +- ``TAIL`` scales, plus one escape symbol
+for values outside. The probabilities are the mixture's bin masses computed with the
+reproducible arithmetic of :mod:`ltchm.entropy.detmath` and rounded to integers (so that
+even their sums are exact); escaped values go to a separate Exp-Golomb byte stream.
+
+The coder is ``constriction``'s ANS: it takes the rows as one numpy array, 60-100x faster
+than building the per-element CDF lists CompressAI's rANS needs (measured: 3 ms vs 433 ms
+of list building for 65k elements, same output size). CompressAI's
+``GaussianMixtureConditional`` builds float32 erf CDFs over one global alphabet for batch 1
+only, which is neither reproducible across devices nor affordable at scene sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+from torch import Tensor
+
+from ltchm.entropy.detmath import det_erfc, det_exp, pow2, rint
+from ltchm.entropy.mixture import SCALE_BOUND
+
+__all__ = [
+    "EscapeReader",
+    "EscapeWriter",
+    "MixtureRows",
+    "YDecoder",
+    "YEncoder",
+    "mixture_rows",
+    "mixture_weights",
+    "pow2_ceil",
+    "windows",
+]
+
+TAIL = {"gaussian": 7.0, "laplace": 16.0}  # tail mass outside a component's window < 1e-11
+MAX_WIDTH = 4096  # widest window; values beyond it are escaped
+PROB_BITS = 40  # bin masses are integers out of 2**40
+ESCAPE_MASS = 2**16  # the escape symbol's mass floor (2**-24): escapes stay possible, cheap
+CHUNK = 8192  # elements per constriction call when coding many at once
+_MODEL = constriction.stream.model.Categorical(perfect=False)
+
+
+def mixture_weights(logits: Tensor) -> Tensor:
+    """Softmax over the K components (dim 1) with a fixed order of additions."""
+    logits = logits.double()
+    m = logits.amax(dim=1, keepdim=True)
+    e = det_exp(logits - m)
+    total = e[:, 0]
+    for k in range(1, e.shape[1]):
+        total = total + e[:, k]
+    return e / total.unsqueeze(1)
+
+
+def _cdf(family: str, v: Tensor, scale: Tensor) -> Tensor:
+    """P(X <= mean + v) for a component of the given scale."""
+    if family == "gaussian":
+        return 0.5 * det_erfc(v / scale * -0.7071067811865476)
+    t = det_exp(-(v.abs() / scale))  # Laplace
+    return torch.where(v < 0, 0.5 * t, 1.0 - 0.5 * t)
+
+
+@dataclass
+class MixtureRows:
+    """Categorical distributions of elements sharing one window width: ``probs[i]`` holds the
+    masses of ``lo[i] .. lo[i] + width - 1`` and then the escape symbol."""
+
+    probs: np.ndarray  # (n, width + 1) float64 holding integers
+    lo: np.ndarray  # (n,) int64
+    width: int
+
+
+def windows(weights: Tensor, means: Tensor, scales: Tensor, family: str) -> tuple[Tensor, Tensor]:
+    """Each element's window: its first value and its width, a power of two >= 2.
+
+    The window covers every component's mean +- TAIL scales; rounding widths up to powers of
+    two lets elements be coded in a few groups of equal width without padding narrow
+    distributions to the widest one.
+    """
+    means = means.double()
+    scales = scales.double().clamp_min(SCALE_BOUND)
+    tail = TAIL[family]
+    lo = torch.floor((means - tail * scales).amin(dim=1))
+    hi = torch.ceil((means + tail * scales).amax(dim=1))
+    natural = hi - lo + 1
+    width = pow2_ceil(natural.clamp(2, MAX_WIDTH))
+    # an over-wide window keeps MAX_WIDTH bins centred on the heaviest component's mean
+    heavy = means.gather(1, weights.argmax(dim=1, keepdim=True)).squeeze(1)
+    lo = torch.where(natural > MAX_WIDTH, torch.floor(heavy) - MAX_WIDTH // 2, lo)
+    return lo, width
+
+
+def pow2_ceil(x: Tensor) -> Tensor:
+    """The smallest power of two >= x (x >= 1, exact via frexp)."""
+    m, e = torch.frexp(x.double())
+    return torch.where(m == 0.5, x.double(), pow2(e.double()))
+
+
+def mixture_rows(
+    weights: Tensor, means: Tensor, scales: Tensor, lo: Tensor, width: int, family: str
+) -> MixtureRows:
+    """Distributions of n elements (parameters (n, K)) over windows ``lo .. lo + width - 1``."""
+    means = means.double()
+    scales = scales.double().clamp_min(SCALE_BOUND)
+    n, K = means.shape
+    j = torch.arange(width + 1, dtype=torch.float64, device=means.device)
+    edges = lo.double()[:, None] + j[None, :] - 0.5  # bin edges of lo .. lo + width - 1
+    mass = torch.zeros(n, width, dtype=torch.float64, device=means.device)
+    for k in range(K):
+        c = _cdf(family, edges - means[:, k : k + 1], scales[:, k : k + 1])
+        mass = mass + weights[:, k : k + 1] * (c[:, 1:] - c[:, :-1])
+    ints = rint(mass * 2.0**PROB_BITS)
+    escape = (2.0**PROB_BITS - ints.sum(dim=1, keepdim=True)).clamp_min(ESCAPE_MASS)  # exact
+    probs = torch.cat([ints, escape], dim=1)
+    return MixtureRows(probs.cpu().numpy(), lo.long().cpu().numpy(), width)
+
+
+class EscapeWriter:
+    """Signed Exp-Golomb codes of the distances by which escaped values overshoot."""
+
+    def __init__(self) -> None:
+        self._bits: list[str] = []
+
+    def write(self, overshoot: int) -> None:
+        magnitude = abs(overshoot)  # >= 1
+        body = format(magnitude, "b")
+        self._bits.append("0" * (len(body) - 1) + body + ("1" if overshoot < 0 else "0"))
+
+    def getvalue(self) -> bytes:
+        bits = "".join(self._bits)
+        bits += "0" * (-len(bits) % 8)
+        return int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
+
+
+class EscapeReader:
+    def __init__(self, data: bytes) -> None:
+        self._bits = "".join(format(b, "08b") for b in data)
+        self._pos = 0
+
+    def _bit(self) -> str:
+        if self._pos >= len(self._bits):
+            raise ValueError("escape stream ended early: the y stream is corrupt")
+        bit = self._bits[self._pos]
+        self._pos += 1
+        return bit
+
+    def read(self) -> int:
+        zeros = 0
+        while self._bit() == "0":
+            zeros += 1
+            if zeros > 62:
+                raise ValueError("escape code too long: the y stream is corrupt")
+        value = 1
+        for _ in range(zeros):
+            value = (value << 1) | int(self._bit())
+        return -value if self._bit() == "1" else value
+
+
+def _symbols(values: np.ndarray, rows: MixtureRows, esc: EscapeWriter) -> np.ndarray:
+    rel = values - rows.lo
+    inside = (rel >= 0) & (rel < rows.width)
+    for i in np.flatnonzero(~inside):
+        esc.write(int(rel[i]) if rel[i] < 0 else int(rel[i] - rows.width + 1))
+    return np.where(inside, rel, rows.width).astype(np.int32)
+
+
+class YEncoder:
+    """Collects elements in decoding order; ``finish()`` returns (ans words, escapes)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._esc = EscapeWriter()
+
+    def add(self, values: np.ndarray, rows: MixtureRows) -> None:
+        symbols = _symbols(values.astype(np.int64), rows, self._esc)
+        for start in range(0, len(symbols), CHUNK):
+            sl = slice(start, start + CHUNK)
+            self._parts.append((symbols[sl], np.ascontiguousarray(rows.probs[sl])))
+
+    def finish(self) -> tuple[bytes, bytes]:
+        coder = constriction.stream.stack.AnsCoder()
+        # ANS is a stack: encode in reverse so that decoding runs forwards.
+        for symbols, probs in reversed(self._parts):
+            if len(symbols):
+                coder.encode_reverse(symbols, _MODEL, probs)
+        return coder.get_compressed().tobytes(), self._esc.getvalue()
+
+
+class YDecoder:
+    def __init__(self, ans: bytes, escapes: bytes) -> None:
+        if len(ans) % 4:
+            raise ValueError("y stream length is not a multiple of 4 bytes: corrupt file")
+        words = np.frombuffer(ans, dtype=np.uint32).copy()
+        self._coder = constriction.stream.stack.AnsCoder(words)
+        self._esc = EscapeReader(escapes)
+
+    def decode(self, rows: MixtureRows) -> np.ndarray:
+        n = len(rows.lo)
+        out = np.empty(n, dtype=np.int64)
+        for start in range(0, n, CHUNK):
+            sl = slice(start, start + CHUNK)
+            out[sl] = self._coder.decode(_MODEL, np.ascontiguousarray(rows.probs[sl]))
+        values = rows.lo + out
+        for i in np.flatnonzero(out == rows.width):
+            over = self._esc.read()
+            values[i] = rows.lo[i] + over if over < 0 else rows.lo[i] + rows.width - 1 + over
+        return values
