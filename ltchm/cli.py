@@ -21,6 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("ltchm.codec.cli:decode_main", "decompress an .ltc file into PNG/TIFF"),
     "eval-images": ("ltchm.codec.cli:eval_images_main", "real vs estimated bpp, PSNR, MS-SSIM"),
     "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
+    "evaluate": ("jobs.evaluate:main", "RD curves, BD-rate vs JPEG2000 and the classical codecs"),
+    "encode": ("ltchm.codec.cli:encode_main", "compress an RGB image into an .ltc file"),
+    "decode": ("ltchm.codec.cli:decode_main", "decompress an .ltc file into PNG/TIFF"),
+    "eval-images": ("ltchm.codec.cli:eval_images_main", "real vs estimated bpp, PSNR, MS-SSIM"),
+    "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
     "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
 }
 

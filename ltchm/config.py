@@ -176,15 +176,41 @@ class ScenesConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """Rate-distortion evaluation (``jobs.evaluate``)."""
+    """Rate-distortion evaluation (``jobs.evaluate``); see ``ltchm.evaluation.classical``."""
 
     codecs: tuple[str, ...] = ("jpeg2000", "webp", "avif", "hevc", "jpeg")
     jpeg2000_ratios: tuple[float, ...] = (20, 30, 40, 60, 110, 160)
     webp_qualities: tuple[int, ...] = (1, 4, 20, 35, 60, 80)
+    webp_method: int = Field(6, ge=0, le=6, description="cwebp -m (6: slowest, best)")
     avif_qualities: tuple[int, ...] = (10, 20, 30, 40, 50, 60)
+    avif_speed: int = Field(6, ge=0, le=10, description="avifenc -s (6: its default)")
     hevc_qps: tuple[int, ...] = (25, 30, 35, 40, 43, 46)
+    hevc_preset: str = Field("veryslow", description="x265 preset (bpgenc's level 8)")
+    hevc_chroma: Literal["444", "420"] = "444"
     jpeg_qualities: tuple[int, ...] = (5, 10, 20, 40, 60, 80)
+    lpips: bool = Field(True, description="compute LPIPS (needs AlexNet's ImageNet weights)")
     lpips_weights: str | None = None
+    anchor: str = Field("jpeg2000", description="the BD-rate anchor codec")
+    bd_method: Literal["akima", "pchip", "cubic"] = "akima"
+    workers: int | None = Field(None, ge=1, description="worker processes (default: CPUs)")
+    complexity: bool = Field(True, description="time encode/decode per 256x256 image")
+    complexity_repeats: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _ladders(self) -> EvaluateConfig:
+        checks = {
+            "jpeg2000_ratios": (self.jpeg2000_ratios, 1, float("inf")),
+            "webp_qualities": (self.webp_qualities, 0, 100),
+            "avif_qualities": (self.avif_qualities, 0, 100),
+            "hevc_qps": (self.hevc_qps, 0, 51),
+            "jpeg_qualities": (self.jpeg_qualities, 1, 100),
+        }
+        for key, (values, lo, hi) in checks.items():
+            if not values:
+                raise ValueError(f"{key} must not be empty")
+            if len(set(values)) != len(values) or not all(lo <= v <= hi for v in values):
+                raise ValueError(f"{key} must be distinct values in [{lo}, {hi}], got {values}")
+        return self
 
 
 class Config(_Section):

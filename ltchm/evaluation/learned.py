@@ -1,0 +1,111 @@
+"""The learned codec in the evaluation: an adapter from ``ltchm.codec.ImageCodec`` to
+:class:`ltchm.evaluation.codecs.Codec`.
+
+One :class:`LearnedCodec` is one rate-distortion curve: each of its settings is a model (one
+lambda), given as a spec that ``ltchm.codec.load_model`` understands (a registry name with a
+config file, a checkpoint path, or ``models:/name@alias``). Models are loaded on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from ltchm.evaluation.codecs import CodecError, Setting
+from ltchm.evaluation.metrics import to_tensor
+from ltchm.imageio import to_uint8
+
+__all__ = ["LearnedCodec", "ModelSpec", "parse_model_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``--models`` entry: ``[CURVE=]SPEC[,config=FILE]``."""
+
+    spec: str
+    curve: str = "ltchm"
+    config: str | None = None
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """``ltchm-mse=runs/l512/ckpt.pt`` or ``ltchm,config=configs/lambda_512.yaml`` or
+    ``models:/ltchm@lambda_512``: an optional curve name, the spec, an optional config."""
+    curve = "ltchm"
+    head, _, rest = text.partition(",config=")
+    # "models:/..." and paths never contain "=" before their first "/" or ":", names do not.
+    name, eq, spec = head.partition("=")
+    if eq and name and "/" not in name and ":" not in name:
+        curve = name
+    else:
+        spec = head
+    if not spec:
+        raise ValueError(f"--models entry {text!r}: empty model spec")
+    return ModelSpec(spec=spec, curve=curve, config=rest or None)
+
+
+@dataclass
+class LearnedCodec:
+    """A curve of learned models (one per lambda) behind the evaluation's codec interface."""
+
+    name: str
+    specs: Sequence[ModelSpec]
+    device: str = "cpu"
+    label: str = ""
+    setting_name: ClassVar[str] = "model"
+    # The models use every core (or the accelerator) already; images run one after another.
+    parallel: ClassVar[bool] = False
+    _codecs: dict[Setting, Any] = field(default_factory=dict, repr=False)
+    _models: dict[Setting, nn.Module] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or f"{self.name} (learned)"
+        keys = [s.spec for s in self.specs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"curve {self.name!r}: a model is listed twice: {keys}")
+
+    def ladder(self) -> list[Setting]:
+        # The rate order of models is known only once measured; the report sorts by bpp.
+        return [s.spec for s in self.specs]
+
+    def check(self) -> None:
+        try:
+            from ltchm.codec import ImageCodec, load_model  # noqa: F401
+        except ImportError as exc:
+            raise CodecError(
+                f"learned codec {self.name!r}: ltchm.codec is not usable: {exc}"
+            ) from None
+
+    def _codec(self, setting: Setting) -> Any:
+        if setting not in self._codecs:
+            from ltchm.codec import ImageCodec, load_model
+
+            spec = next(s for s in self.specs if s.spec == setting)
+            model = load_model(spec.spec, spec.config, device=self.device)
+            self._models[setting] = model
+            self._codecs[setting] = ImageCodec(model, device=self.device)
+        return self._codecs[setting]
+
+    def model(self, setting: Setting) -> nn.Module:
+        self._codec(setting)
+        return self._models[setting]
+
+    def identity(self, setting: Setting) -> dict[str, Any]:
+        return dict(self._codec(setting).model_identity())
+
+    def versions(self) -> dict[str, str]:
+        return {str(s): str(self.identity(s)) for s in self.ladder()}
+
+    def source_run_id(self, setting: Setting) -> str | None:
+        """The MLflow run that trained this model, if its identity names one (for the λ hook)."""
+        ident = self.identity(setting)
+        return ident.get("mlflow_run_id") or ident.get("run_id")
+
+    def encode(self, img: np.ndarray, setting: Setting) -> bytes:
+        return self._codec(setting).encode(to_tensor(img).to(self.device))
+
+    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> np.ndarray:
+        return to_uint8(self._codec(setting).decode(data))
