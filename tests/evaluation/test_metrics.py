@@ -43,7 +43,9 @@ def test_constant_offset_psnr_is_exact(ucm_images, k: int) -> None:
 
 
 def test_psnr_and_ms_ssim_against_independent_implementations(ucm_images, dota_crop) -> None:
-    for img, tol in ((ucm_images["airplane00.tif"], 1e-5), (dota_crop, 1e-3)):
+    # On odd sizes the libraries differ by design (piq pads before each 2x downsampling,
+    # pytorch-msssim crops), by up to ~2e-3 on the crops measured (DOTA, RGB.byte).
+    for img, tol in ((ucm_images["airplane00.tif"], 1e-5), (dota_crop, 3e-3)):
         for quality in (5, 40):
             _, dec = roundtrip(JPEG(), img, quality)
             err = img.astype(np.float64) - dec.astype(np.float64)
