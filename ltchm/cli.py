@@ -20,13 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("ltchm.codec.cli:encode_main", "compress an RGB image into an .ltc file"),
     "decode": ("ltchm.codec.cli:decode_main", "decompress an .ltc file into PNG/TIFF"),
     "eval-images": ("ltchm.codec.cli:eval_images_main", "real vs estimated bpp, PSNR, MS-SSIM"),
+    "train": ("jobs.train:main", "train LTCHM with DeepSpeed on Ray, tracked in MLflow"),
+    "promote": ("jobs.training.registry:main", "move a registered model's champion alias"),
     "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
     "evaluate": ("jobs.evaluate:main", "RD curves, BD-rate vs JPEG2000 and the classical codecs"),
-    "encode": ("ltchm.codec.cli:encode_main", "compress an RGB image into an .ltc file"),
-    "decode": ("ltchm.codec.cli:decode_main", "decompress an .ltc file into PNG/TIFF"),
-    "eval-images": ("ltchm.codec.cli:eval_images_main", "real vs estimated bpp, PSNR, MS-SSIM"),
-    "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
-    "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
 }
 
 

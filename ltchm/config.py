@@ -106,7 +106,10 @@ class DeepSpeedConfig(_Section):
 class TrackingConfig(_Section):
     """MLflow: an embedded SQLite store by default, any tracking URI by config."""
 
-    tracking_uri: str = "sqlite:///mlruns.db"
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db",
+    )
     artifact_location: str | None = None
     experiment: str = "ltchm"
     registered_model: str = "ltchm"

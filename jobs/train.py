@@ -1,0 +1,394 @@
+"""``ltchm train``: DeepSpeed trains LTCHM on Ray, tracked and registered in MLflow.
+
+    ltchm train --config configs/lambda_512.yaml --shards shards/ --workers 2
+    ltchm train --lambdas all --shards shards/ --workers 2          # the six rate points
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python -m jobs.train --config configs/lambda_512.yaml --shards /data/shards --workers 4
+
+Each rate point is one Ray Train ``TorchTrainer`` whose workers run DeepSpeed
+(:mod:`jobs.training.worker`); checkpoints go through Ray Train, so a killed worker restarts
+the group from the last one. After training, the DeepSpeed checkpoint is consolidated into
+one fp32 state dict, saved as a codec checkpoint, logged to the lambda's MLflow run and
+registered as a new version of ``{registered_model}-lambda{L}`` with the alias
+``candidate``. ``--lambdas all`` runs the six rate points under one parent run, concurrently
+when the cluster has the CPUs/GPUs for several, one after another otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.training.dsconfig import deepspeed_config
+from ltchm.config import LAMBDAS, Config, ConfigError, dump_config, load_config
+from ltchm.paths import REPO_ROOT
+
+__all__ = ["Plan", "RunOutcome", "finish", "main", "plan_runs", "train"]
+
+
+@dataclass
+class RunOutcome:
+    lmbda: float
+    run_id: str | None
+    status: str  # "ok", "nan", "failed"
+    message: str = ""
+    checkpoint: Path | None = None
+    registered: tuple[str, str] | None = None
+    step: int = 0
+
+
+def _lambda_configs(args: argparse.Namespace) -> list[Config]:
+    overrides = {
+        "train.steps": args.steps,
+        "model.N": args.N,
+        "train.workers": args.workers,
+        "train.batch_size": args.batch_size,
+        "train.patch_size": args.patch_size,
+        "train.checkpoint_every": args.checkpoint_every,
+        "train.val_every": args.val_every,
+        "train.use_gpu": True if args.gpu else None,
+        "tracking.tracking_uri": args.tracking_uri,
+        "tracking.experiment": args.experiment,
+        "train.out": str(args.out) if args.out else None,
+    }
+    if not args.lambdas:
+        if args.config is None:
+            raise ConfigError("give --config FILE (e.g. configs/lambda_512.yaml) or --lambdas")
+        return [load_config(args.config, overrides)]
+    if args.lambdas == "all":
+        lambdas = list(LAMBDAS)
+    else:
+        try:
+            lambdas = [int(v) for v in args.lambdas.split(",")]
+        except ValueError:
+            raise ConfigError(f"--lambdas: {args.lambdas!r} is not 'all' or a list") from None
+        unknown = sorted(set(lambdas) - set(LAMBDAS))
+        if unknown:
+            raise ConfigError(f"--lambdas: no config for {unknown}; the rate points are {LAMBDAS}")
+    configs = []
+    for lmbda in lambdas:
+        files = [REPO_ROOT / "configs" / f"lambda_{lmbda}.yaml"]
+        if args.config is not None:
+            files.append(args.config)  # the user's settings on top of the rate point's
+        configs.append(load_config(files, {**overrides, "loss.lmbda": float(lmbda)}))
+    return configs
+
+
+def _check_shards(shards: Path) -> None:
+    from pipeline.loader import shard_urls
+
+    if not shards.exists():
+        raise FileNotFoundError(f"shards not found: {shards}")
+    urls = shard_urls(shards, "train")  # raises on a folder without manifest or train shards
+    missing = [u for u in urls if not Path(u).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{shards}: the manifest lists missing shards: {missing[:3]}")
+
+
+def _parallel_runs(configs: list[Config]) -> int:
+    import ray
+
+    total = ray.cluster_resources()
+    cfg = configs[0].train
+    need_cpu = cfg.workers * cfg.cpus_per_worker
+    fit = int(total.get("CPU", 0) // need_cpu)
+    if cfg.use_gpu:
+        fit = min(fit, int(total.get("GPU", 0) // cfg.workers))
+    return max(1, min(fit, len(configs)))
+
+
+def _fit(cfg: Config, shards: Path, uri: str, run_id: str | None, storage: Path, args) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from jobs.training.worker import train_loop_per_worker
+
+    use_gpu = cfg.train.use_gpu
+    ds_config = deepspeed_config(cfg, cfg.train.workers, use_gpu)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": dump_config(cfg),
+            "shards": str(shards),
+            "tracking_uri": uri,
+            "run_id": run_id,
+            "ds_config": ds_config,
+            "use_gpu": use_gpu,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker}
+            | ({"GPU": 1} if use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=f"lambda_{cfg.loss.lmbda:g}",
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+    )
+    return trainer.fit()
+
+
+def _finish_ray(
+    cfg: Config, result: Any, uri: str, run_id: str | None, out_dir: Path
+) -> RunOutcome:
+    """:func:`finish` for the result of a Ray Train run."""
+    from mlflow import MlflowClient
+
+    from jobs.training.worker import NON_FINITE_TAG
+
+    metrics = dict(result.metrics or {})
+    if run_id:
+        stopped = MlflowClient(uri).get_run(run_id).data.tags.get(NON_FINITE_TAG)
+        if stopped:
+            metrics.update(json.loads(stopped))
+    if result.checkpoint is None:
+        return finish(cfg, result.error, metrics, None, uri, run_id, out_dir)
+    with result.checkpoint.as_directory() as d:
+        return finish(cfg, result.error, metrics, Path(d), uri, run_id, out_dir)
+
+
+def finish(
+    cfg: Config,
+    error: Any,
+    metrics: dict[str, Any],
+    ckpt_dir: Path | None,
+    uri: str,
+    run_id: str | None,
+    out_dir: Path,
+) -> RunOutcome:
+    """Consolidate the DeepSpeed checkpoint in ``ckpt_dir``, save it as a codec checkpoint,
+    log and register it; or record why there is nothing to register."""
+    from mlflow import MlflowClient
+
+    from jobs.training.consolidate import consolidate
+    from jobs.training.tracking import log_and_register_model
+    from ltchm.codec import load_checkpoint, save_checkpoint
+    from ltchm.zoo import model_from_config
+
+    lmbda = cfg.loss.lmbda
+    client = MlflowClient(uri) if run_id else None
+    if error is not None:
+        outcome = RunOutcome(lmbda, run_id, "failed", f"training failed: {error}")
+    elif "nan_at_step" in metrics:
+        good = ckpt_dir if ckpt_dir is not None else "none"
+        outcome = RunOutcome(
+            lmbda,
+            run_id,
+            "nan",
+            f"non-finite {metrics.get('non_finite', 'loss')} at step {metrics['nan_at_step']}: "
+            f"training stopped; the last good checkpoint is {good}",
+            step=int(metrics.get("step", 0)),
+        )
+    elif ckpt_dir is None:
+        outcome = RunOutcome(lmbda, run_id, "failed", "training produced no checkpoint")
+    else:
+        state = consolidate(ckpt_dir)
+        model = model_from_config(cfg.model)
+        model.load_state_dict(state, strict=False)
+        ckpt = out_dir / f"lambda_{lmbda:g}" / "model.pt"
+        digest = save_checkpoint(
+            model,
+            ckpt,
+            lmbda=lmbda,
+            metadata={"run_id": run_id or "", "step": int(metrics.get("step", 0))},
+        )
+        load_checkpoint(ckpt)  # the saved model loads and is ready to code
+        registered = None
+        if run_id:
+            registered = log_and_register_model(uri, run_id, ckpt, cfg, digest)
+        outcome = RunOutcome(lmbda, run_id, "ok", "", ckpt, registered, int(metrics["step"]))
+    if client is not None:
+        if outcome.message:
+            client.set_tag(run_id, "ltchm.error", outcome.message[:5000])
+        client.set_terminated(run_id, "FINISHED" if outcome.status == "ok" else "FAILED")
+    return outcome
+
+
+@dataclass
+class Plan:
+    """The tracked runs of one ``ltchm train`` invocation, created before any training."""
+
+    uri: str
+    shards: Path
+    out_dir: Path
+    parent_id: str | None
+    runs: list[tuple[Config, str]]
+
+
+def plan_runs(configs: list[Config], shards: Path) -> Plan:
+    """Validate everything that can be validated, then create the MLflow runs.
+
+    Raises before any training starts on missing shards, an invalid DeepSpeed setup or an
+    unusable tracking store.
+    """
+    import mlflow
+
+    from jobs.training.tracking import (
+        check_tracking,
+        ensure_experiment,
+        flatten,
+        resolve_tracking_uri,
+    )
+
+    shards = Path(shards).resolve()
+    _check_shards(shards)
+    for cfg in configs:
+        deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
+    base = configs[0]
+    uri = resolve_tracking_uri(base.tracking.tracking_uri)
+    check_tracking(uri)
+    exp_id = ensure_experiment(uri, base.tracking.experiment, base.tracking.artifact_location)
+    out_dir = Path(base.train.out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    client = mlflow.MlflowClient(uri)
+    parent_id = None
+    if len(configs) > 1:
+        lambdas = ",".join(f"{c.loss.lmbda:g}" for c in configs)
+        parent = client.create_run(
+            exp_id, run_name=f"sweep {lambdas}", tags={"ltchm.kind": "sweep"}
+        )
+        parent_id = parent.info.run_id
+        client.log_param(parent_id, "lambdas", lambdas)
+    runs = []
+    for cfg in configs:
+        tags = {"ltchm.kind": "train", "lmbda": f"{cfg.loss.lmbda:g}"}
+        if parent_id is not None:
+            tags["mlflow.parentRunId"] = parent_id
+        run = client.create_run(exp_id, run_name=f"lambda_{cfg.loss.lmbda:g}", tags=tags)
+        rid = run.info.run_id
+        for key, value in flatten(dump_config(cfg)).items():
+            client.log_param(rid, key, value[:6000])
+        ds = deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
+        client.log_dict(rid, ds, "deepspeed_config.json")
+        client.log_dict(rid, dump_config(cfg), "config.json")
+        runs.append((cfg, rid))
+    return Plan(uri, shards, out_dir, parent_id, runs)
+
+
+def close_plan(plan: Plan, outcomes: list[RunOutcome]) -> None:
+    """Mark the parent run of a sweep finished or failed."""
+    import mlflow
+
+    if plan.parent_id is not None:
+        ok = all(o.status == "ok" for o in outcomes)
+        mlflow.MlflowClient(plan.uri).set_terminated(plan.parent_id, "FINISHED" if ok else "FAILED")
+
+
+def train(args: argparse.Namespace) -> list[RunOutcome]:
+    """Run every requested rate point on Ray; return their outcomes."""
+    import mlflow
+    import ray
+
+    configs = _lambda_configs(args)
+    plan = plan_runs(configs, args.shards)
+    uri, shards, out_dir, runs = plan.uri, plan.shards, plan.out_dir, plan.runs
+    base = configs[0]
+    client = mlflow.MlflowClient(uri)
+
+    address = args.address or None
+    if not ray.is_initialized():
+        # "local" always starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
+        # KubeRay) must be read here: only None/"auto" make ray.init read it itself
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, log_to_driver=args.verbose)
+    storage = out_dir / "ray"
+    parallel = _parallel_runs(configs)
+    print(
+        f"training {len(runs)} rate point(s), {parallel} at a time, {base.train.workers} "
+        f"worker(s) each; MLflow: {uri}",
+        flush=True,
+    )
+
+    def one(item: tuple[Config, str]) -> RunOutcome:
+        cfg, rid = item
+        try:
+            result = _fit(cfg, shards, uri, rid, storage, args)
+            return _finish_ray(cfg, result, uri, rid, out_dir)
+        except Exception as exc:  # a failed rate point must not stop the others
+            client.set_tag(rid, "ltchm.error", str(exc)[:5000])
+            client.set_terminated(rid, "FAILED")
+            return RunOutcome(cfg.loss.lmbda, rid, "failed", f"{type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        outcomes = list(pool.map(one, runs))
+    close_plan(plan, outcomes)
+    return outcomes
+
+
+def _parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.ArgumentParser:
+    description = (
+        "Train LTCHM under DeepSpeed's launcher (no Ray)."
+        if launcher
+        else "Train LTCHM with DeepSpeed on Ray."
+    )
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", type=Path, help="config file (e.g. configs/lambda_512.yaml)")
+    p.add_argument("--shards", type=Path, required=True, help="output folder of ltchm preprocess")
+    p.add_argument(
+        "--lambdas", help="'all' or a comma list, e.g. 128,512 (uses configs/lambda_*.yaml)"
+    )
+    if not launcher:
+        p.add_argument(
+            "--workers", type=int, help="Ray Train workers (DeepSpeed ranks) per rate point"
+        )
+    p.add_argument("--steps", type=int)
+    p.add_argument("--N", type=int, help="channels (overrides the config)")
+    p.add_argument("--batch-size", type=int, help="global batch (the paper: 8)")
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--val-every", type=int)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
+    p.add_argument("--experiment", help="MLflow experiment")
+    p.add_argument("--out", type=Path, help="folder for checkpoints and Ray's run state")
+    if launcher:
+        p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # set by the launcher
+    else:
+        p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+        p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts allowed")
+        p.add_argument("--verbose", action="store_true", help="show the workers' logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from jobs.training.tracking import TrackingError
+
+    try:
+        outcomes = train(args)
+    except (ConfigError, FileNotFoundError, TrackingError, ValueError) as exc:
+        print(f"ltchm train: {exc}", file=sys.stderr)
+        return 2
+    return report(outcomes)
+
+
+def report(outcomes: list[RunOutcome]) -> int:
+    """Print one line per rate point; the exit status."""
+    width = max(len(f"{o.lmbda:g}") for o in outcomes)
+    for o in outcomes:
+        if o.status == "ok":
+            reg = (
+                f", registered {o.registered[0]} v{o.registered[1]} @candidate"
+                if o.registered
+                else ""
+            )
+            print(f"lambda {o.lmbda:<{width}g}: ok at step {o.step}, {o.checkpoint}{reg}")
+        else:
+            print(f"lambda {o.lmbda:<{width}g}: {o.status}: {o.message}", file=sys.stderr)
+    print(json.dumps({f"{o.lmbda:g}": o.status for o in outcomes}))
+    return 0 if all(o.status == "ok" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

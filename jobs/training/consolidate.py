@@ -1,0 +1,41 @@
+"""One fp32 state dict from a DeepSpeed checkpoint, whatever its ZeRO stage and precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["consolidate"]
+
+
+def _tag(ckpt_dir: Path) -> str:
+    latest = ckpt_dir / "latest"
+    if latest.is_file():
+        return latest.read_text().strip()
+    tags = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir())
+    if not tags:
+        raise FileNotFoundError(f"{ckpt_dir}: no DeepSpeed checkpoint in it")
+    return tags[-1]
+
+
+def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
+    """The model's full state dict in fp32.
+
+    DeepSpeed's ``zero_to_fp32`` rebuilds every parameter its optimiser holds from the fp32
+    master copies (sharded under ZeRO); parameters it does not hold (the entropy bottleneck's
+    quantiles, trained by their own optimiser) and buffers come from the saved module state.
+    """
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    tag = _tag(ckpt_dir)
+    module_file = ckpt_dir / tag / "mp_rank_00_model_states.pt"
+    # a DeepSpeed file of tensors and plain Python values, written by this job
+    saved = torch.load(module_file, map_location="cpu", weights_only=False)
+    state = dict(saved.get("module") or {})
+    state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag))
+    if not state:
+        raise ValueError(f"{ckpt_dir}: the checkpoint holds no weights")
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}

@@ -1,0 +1,204 @@
+"""MLflow for training: the store, runs (a parent per sweep, a child per lambda), metrics,
+and the model registry.
+
+Registry layout: **one registered model per rate point**, ``{registered_model}-lambda{L}``
+(e.g. ``ltchm-lambda512``), its versions being successive trainings of that rate point. A
+rate point is what users pick (``models:/ltchm-lambda512@champion``), aliases belong to a
+registered model, and promoting a better lambda=512 model must not touch the other five; one
+model with versions tagged by lambda would need per-lambda alias names instead. New versions
+get the alias ``candidate``; ``ltchm promote NAME VERSION`` moves ``champion``.
+
+A version's artifacts hold the codec checkpoint (``model/checkpoint/model.pt``: tensors and
+primitives, read with ``torch.load(weights_only=True)``) and an MLflow pyfunc defined by
+code (``pyfunc_model.py``, "models from code"), so neither ``ltchm.codec.load_model`` nor
+``mlflow.pyfunc.load_model`` unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ltchm.config import Config, dump_config
+
+__all__ = [
+    "MetricLogger",
+    "TrackingError",
+    "check_tracking",
+    "ensure_experiment",
+    "flatten",
+    "log_and_register_model",
+    "registered_name",
+    "resolve_tracking_uri",
+]
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+PYFUNC = Path(__file__).with_name("pyfunc_model.py")
+
+
+class TrackingError(RuntimeError):
+    """The tracking server cannot be used (unreachable, refusing, misconfigured)."""
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+
+
+def resolve_tracking_uri(uri: str | None, base: Path | None = None) -> str:
+    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite file in
+    the working directory; relative SQLite or file stores made absolute (Ray workers run
+    elsewhere)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    base = base or Path.cwd()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(base / uri[len('sqlite:///') :]).resolve()}"
+    if "://" not in uri:
+        return (base / uri).resolve().as_uri()
+    return uri
+
+
+@contextmanager
+def _quick_http() -> Iterator[None]:
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_tracking(uri: str) -> None:
+    """Fail fast, before any training, when the tracking store cannot be used."""
+    from mlflow import MlflowClient
+
+    try:
+        with _quick_http():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # connection refused, DNS, auth, schema: all are fatal here
+        raise TrackingError(f"cannot use the MLflow tracking store {uri}: {exc}") from None
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created with an absolute artifact root if new."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    if artifact_location is None and uri.startswith("sqlite:"):
+        # MLflow's default artifact root is ./mlruns relative to whichever process creates
+        # the experiment; pin it beside the database.
+        db = Path(uri[len("sqlite:///") :])
+        artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"train.lr": "0.0001", ...}`` for MLflow params."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+    return out
+
+
+def registered_name(cfg: Config) -> str:
+    return f"{cfg.tracking.registered_model}-lambda{cfg.loss.lmbda:g}"
+
+
+class MetricLogger:
+    """Batched metric logging to one run (rank 0 of a training job)."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client, self.run_id = MlflowClient(uri), run_id
+        self._pending: list[Any] = []
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        for k, v in metrics.items():
+            if v is not None and math.isfinite(float(v)):
+                self._pending.append(Metric(k, float(v), ts, step))
+        if len(self._pending) >= 200:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:1000], self._pending[1000:]
+            self.client.log_batch(self.run_id, metrics=batch)
+
+
+def log_and_register_model(
+    uri: str,
+    run_id: str,
+    checkpoint: Path,
+    cfg: Config,
+    weights_hash: str,
+) -> tuple[str, str]:
+    """Log ``checkpoint`` as the run's model, register a version, alias it ``candidate``.
+
+    Returns (registered model name, version).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    name = registered_name(cfg)
+    client = MlflowClient(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC),
+            artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=[],
+            metadata={"ltchm": {"lmbda": cfg.loss.lmbda, "weights_hash": weights_hash}},
+        )
+    version = mlflow.register_model(info.model_uri, name, await_registration_for=60)
+    tags = {
+        "lmbda": f"{cfg.loss.lmbda:g}",
+        "N": str(cfg.model.N),
+        "context": cfg.model.context,
+        "mixture": cfg.model.mixture,
+        "weights_hash": weights_hash,
+        "run_id": run_id,
+        "config": json.dumps(dump_config(cfg)["model"]),
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version.version, k, v)
+    client.set_registered_model_alias(name, CANDIDATE, version.version)
+    return name, str(version.version)
+
+
+def promote(uri: str, name: str, version: str) -> str | None:
+    """Point ``champion`` at ``version``; return the version it pointed at before."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise TrackingError(f"no version {version} of registered model {name!r}: {exc}") from None
+    try:
+        previous = client.get_model_version_by_alias(name, CHAMPION).version
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return previous

@@ -1,0 +1,203 @@
+"""The loop every Ray Train worker runs: DeepSpeed on LTCHM over the WebDataset shards."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from jobs.training.session import Session
+from ltchm.config import config_from_dict
+from ltchm.losses import RateDistortionLoss
+from ltchm.optim import split_parameters
+from ltchm.zoo import model_from_config
+from pipeline.loader import iter_images, make_train_loader
+
+__all__ = ["NON_FINITE_TAG", "train_loop", "train_loop_per_worker"]
+
+NON_FINITE_TAG = "ltchm.non_finite"  # set on the MLflow run when training stops on NaN/inf
+
+
+def _lr(cfg: Any, step: int) -> float:
+    """The paper's schedule: lr until ``lr_drop_at`` of the steps, then ``lr_final``."""
+    return cfg.train.lr if step < cfg.train.lr_drop_at * cfg.train.steps else cfg.train.lr_final
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` is finite on every rank (all ranks must stop together)."""
+    flag = torch.tensor([1.0 if bool(torch.isfinite(t).all()) else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+def _weights_flag(module: torch.nn.Module) -> torch.Tensor:
+    """0-d tensor: 1 if every parameter is finite, else NaN (for :func:`_all_finite`)."""
+    ok = all(bool(torch.isfinite(p.detach()).all()) for p in module.parameters())
+    return torch.tensor(1.0 if ok else float("nan"))
+
+
+def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce the auxiliary gradients: DeepSpeed manages only the network's."""
+    for p in params:
+        if p.grad is not None:
+            grad = p.grad.detach().cpu() if p.grad.device.type != "cpu" and _gloo() else p.grad
+            dist.all_reduce(grad)
+            grad /= world
+            if grad is not p.grad:
+                p.grad.copy_(grad)
+
+
+def _gloo() -> bool:
+    return dist.get_backend() == "gloo"
+
+
+def train_loop_per_worker(loop: dict[str, Any]) -> None:
+    """The Ray Train entry point."""
+    from jobs.training.session import RaySession
+
+    train_loop(loop, RaySession())
+
+
+def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
+    """Train one rate point on this rank; return its final status (step, nan_at_step).
+
+    ``loop``: {"config": dumped Config, "shards": path, "tracking_uri", "run_id",
+    "ds_config": dict, "use_gpu": bool, "validate": bool}.
+    """
+    import deepspeed
+
+    cfg = config_from_dict(loop["config"])
+    rank, world = session.rank, session.world
+    use_gpu = loop["use_gpu"]
+    device = torch.device("cuda", session.local_rank) if use_gpu else torch.device("cpu")
+    if use_gpu:
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = model_from_config(cfg.model)
+    net_params, aux_params = split_parameters(model)
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=net_params,
+        config=loop["ds_config"],
+        dist_init_required=False,  # Ray Train or the launcher set up torch.distributed
+    )
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.train.aux_lr)
+    criterion = RateDistortionLoss(cfg.loss.lmbda, cfg.loss.metric)
+
+    step, resumed_from = 0, None
+    with session.resume_dir() as d:
+        if d is not None:
+            _, client = engine.load_checkpoint(d, load_module_strict=True)
+            step = resumed_from = int(client["step"])
+            aux_optimizer.load_state_dict(client["aux_optimizer"])
+
+    nodes: list[Any] = [None] * world
+    dist.all_gather_object(nodes, session.node)
+    logger = None
+    if rank == 0 and loop.get("run_id"):
+        from jobs.training.tracking import MetricLogger
+
+        logger = MetricLogger(loop["tracking_uri"], loop["run_id"])
+        logger.client.set_tag(loop["run_id"], "ltchm.rank_nodes", json.dumps(nodes))
+        if resumed_from is not None:
+            logger.client.set_tag(loop["run_id"], f"resumed_from_step.{time.time():.0f}",
+                                  str(resumed_from))  # fmt: skip
+    monitor = None
+    if logger is not None and cfg.tracking.system_metrics:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            loop["run_id"], sampling_interval=10, tracking_uri=loop["tracking_uri"]
+        )
+        monitor.start()
+
+    micro = loop["ds_config"]["train_micro_batch_size_per_gpu"]
+    # A resumed run reseeds the stream so it does not replay the samples already seen.
+    loader = make_train_loader(
+        loop["shards"],
+        batch_size=micro,
+        patch_size=cfg.train.patch_size,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        epoch_length=cfg.data.epoch_length,
+        num_workers=cfg.train.loader_workers,
+        seed=cfg.train.seed + step,
+    )
+    val_images: list[torch.Tensor] = []
+    if rank == 0 and loop.get("validate", True):
+        try:
+            val_images = [
+                x for x, _ in iter_images(loop["shards"], "val", limit=cfg.train.val_images)
+            ]
+        except FileNotFoundError:
+            val_images = []
+
+    status: dict[str, Any] = {"step": step, "resumed_from": resumed_from}
+    batches = iter(loader)
+    t_last = time.perf_counter()
+    while step < cfg.train.steps:
+        try:
+            x = next(batches)
+        except StopIteration:  # an epoch of the resampled stream is over
+            batches = iter(loader)
+            x = next(batches)
+        x = x.to(device, non_blocking=True)
+        if engine.bfloat16_enabled():
+            x = x.to(torch.bfloat16)
+        lr = _lr(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        out = criterion(engine(x), x.float())
+        if not _all_finite(out["loss"].detach().float().cpu()):
+            status.update(nan_at_step=step + 1, non_finite="loss")
+            break
+        engine.backward(out["loss"])
+        engine.step()
+        aux_loss = engine.module.aux_loss()
+        aux_optimizer.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        _average_grads(aux_params, world)
+        aux_optimizer.step()
+        step += 1
+        metrics = {k: v.detach().item() for k, v in out.items()}
+        metrics |= {"aux_loss": aux_loss.detach().item(), "lr": lr}
+        if logger is not None and (step % cfg.train.log_every == 0 or step == 1):
+            now = time.perf_counter()
+            metrics["seconds_per_step"] = (now - t_last) / cfg.train.log_every
+            t_last = now
+            logger.log(metrics, step)
+        validating = step % cfg.train.val_every == 0 or step == cfg.train.steps
+        checkpointing = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+        # A loss can stay finite while weights overflow (bounded likelihoods, clamped
+        # outputs): never validate or checkpoint non-finite weights.
+        if (validating or checkpointing) and not _all_finite(_weights_flag(engine.module)):
+            status.update(nan_at_step=step, non_finite="weights")
+            break
+        if logger and val_images and validating:
+            from jobs.training.validation import validate
+
+            logger.log(validate(engine.module, val_images), step)
+        if checkpointing:
+            if logger is not None:
+                logger.flush()  # what a checkpoint covers is logged: a resume will not redo it
+            client_state = {"step": step, "aux_optimizer": aux_optimizer.state_dict()}
+            status["step"] = step
+            session.save(
+                lambda d, latest, tag=f"step{step:08d}", state=client_state: engine.save_checkpoint(
+                    d, tag=tag, client_state=state, save_latest=latest
+                ),
+                {**status, **{k: metrics[k] for k in ("loss", "bpp", "mse")}},
+            )
+    if logger is not None:
+        logger.flush()
+    if monitor is not None:
+        monitor.finish()
+    if "nan_at_step" in status:
+        # Ray Train keeps the metrics of checkpointed reports only, so the driver learns of
+        # the stop from the run's tags; the last good checkpoint stays the latest one.
+        if logger is not None:
+            logger.client.set_tag(loop["run_id"], NON_FINITE_TAG, json.dumps(status))
+        session.report(status)
+    return status

@@ -1,0 +1,229 @@
+"""Training on a real local Ray cluster with real DeepSpeed, tracked in a real MLflow store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from jobs.preprocess import preprocess
+from ltchm.cli import main
+from ltchm.codec import ImageCodec, load_model
+from ltchm.config import PreprocessConfig
+from ltchm.imageio import list_images, read_image
+from ltchm.paths import REPO_ROOT
+
+TRAIN_YAML = """\
+model: {N: 16}
+loss: {lmbda: 512}
+train:
+  batch_size: 4
+  patch_size: 64
+  lr: 1.0e-3
+  lr_drop_at: 1.0
+  checkpoint_every: 10
+  val_every: 20
+  val_images: 2
+  log_every: 1
+  loader_workers: 0
+tracking: {system_metrics: false}
+data: {shuffle_buffer: 32, epoch_length: 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, ucm_dir: Path) -> Path:
+    """Shards of the dev UC-Merced images (train tiles of 128, whole val/test images)."""
+    out = tmp_path_factory.mktemp("shards")
+    cfg = PreprocessConfig(tile_size=128, stride=128, shard_max_bytes=400_000, split_seed=3)
+    result = preprocess([ucm_dir], out, cfg, use_ray=False, progress=False)
+    counts = result.manifest["counts"]
+    assert counts["train"] and counts["val"], counts
+    return out
+
+
+@pytest.fixture
+def train_config(tmp_path: Path) -> Path:
+    path = tmp_path / "train.yaml"
+    path.write_text(TRAIN_YAML)
+    return path
+
+
+def _uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+
+def _run(client: MlflowClient, name: str = "lambda_512"):
+    exp = client.get_experiment_by_name("ltchm")
+    (run,) = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'")
+    return run
+
+
+def _train_workers() -> list[psutil.Process]:
+    """The processes of Ray Train's worker actors."""
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if "RayTrainWorker" in " ".join(p.info["cmdline"] or []):
+                procs.append(p)
+    return procs
+
+
+def _registered_checkpoints(run_dir: Path) -> list[dict]:
+    """Checkpoints Ray Train has finished persisting (a folder alone may be mid-upload)."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    return snapshot.get("checkpoint_results", [])
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """step -> value; a step re-run after a resume keeps its last value."""
+    hist = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return {m.step: m.value for m in hist}
+
+
+def test_two_workers_killed_resumed_registered_and_coding(
+    tmp_path, shards, train_config, ucm_dir, monkeypatch
+) -> None:
+    """2 DeepSpeed ranks on a local Ray; a worker is SIGKILLed after the first checkpoint."""
+    uri = _uri(tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.train", "--config", str(train_config)]
+    cmd += ["--shards", str(shards), "--workers", "2", "--steps", "40", "--tracking-uri", uri]
+    cmd += ["--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 900
+        while not _registered_checkpoints(out / "ray" / "lambda_512"):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 15 minutes"
+            time.sleep(0.5)
+        workers = []
+        while not workers:
+            workers = _train_workers()
+            time.sleep(0.2)
+        workers[-1].send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=900)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    assert "registered ltchm-lambda512 v1 @candidate" in output, output[-3000:]
+
+    client = MlflowClient(uri)
+    run = _run(client)
+    rid = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.workers"] == "2" and run.data.params["loss.lmbda"] == "512.0"
+    # the killed group restarted from a checkpoint (a multiple of 10) and went on to step 40
+    resumed = [v for k, v in run.data.tags.items() if k.startswith("resumed_from_step")]
+    assert resumed and all(int(v) % 10 == 0 and 0 < int(v) < 40 for v in resumed), run.data.tags
+    losses = _history(client, rid, "loss")
+    assert sorted(losses) == list(range(1, 41))
+    first, last = [losses[s] for s in range(1, 11)], [losses[s] for s in range(31, 41)]
+    assert sum(last) < 0.7 * sum(first), losses
+    for key in ("bpp", "mse", "aux_loss", "lr", "val_bpp", "val_psnr", "val_bpp_estimated"):
+        assert client.get_metric_history(rid, key), key
+    artifacts = {a.path for a in client.list_artifacts(rid)}
+    assert {"deepspeed_config.json", "config.json"} <= artifacts
+    ds = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=rid, artifact_path="deepspeed_config.json", tracking_uri=uri
+    )).read_text())  # fmt: skip
+    assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["optimizer"]["params"]["torch_adam"]
+    # DeepSpeed checkpoints went through Ray Train; the last ones are kept
+    ckpts = sorted((out / "ray" / "lambda_512").glob("checkpoint_*"))
+    assert ckpts and any((c / "latest").is_file() for c in ckpts)
+    # registered with the alias 'candidate'; loads from the registry and codes at once
+    version = client.get_model_version_by_alias("ltchm-lambda512", "candidate")
+    assert str(version.version) == "1" and version.tags["lmbda"] == "512"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = load_model("models:/ltchm-lambda512@candidate")
+    codec = ImageCodec(model)
+    x = read_image(list_images(ucm_dir)[0])
+    assert codec.decode(codec.encode(x)).shape == x.shape
+    assert codec.identity.weights_hash.startswith(version.tags["weights_hash"][:16])
+    # and the champion alias moves with 'ltchm promote'
+    assert main(["promote", "ltchm-lambda512", "1", "--tracking-uri", uri]) == 0
+    assert str(client.get_model_version_by_alias("ltchm-lambda512", "champion").version) == "1"
+    assert main(["promote", "ltchm-lambda512", "7", "--tracking-uri", uri]) == 1
+
+
+def test_six_lambda_sweep(tmp_path, shards, train_config) -> None:
+    uri = _uri(tmp_path)
+    argv = ["train", "--lambdas", "all", "--config", str(train_config), "--shards", str(shards)]
+    argv += ["--workers", "1", "--N", "8", "--steps", "2", "--checkpoint-every", "2"]
+    argv += ["--val-every", "1000", "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ltchm")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ltchm.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(float(r.data.params["loss.lmbda"]) for r in children) == [
+        128,
+        256,
+        512,
+        1024,
+        2048,
+        4096,
+    ]
+    assert {r.data.params["model.N"] for r in children} == {"8"}
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
+    for lmbda in (128, 256, 512, 1024, 2048, 4096):
+        v = client.get_model_version_by_alias(f"ltchm-lambda{lmbda}", "candidate")
+        assert str(v.version) == "1" and v.tags["lmbda"] == str(lmbda)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, shards, train_config, capsys) -> None:
+    uri = _uri(tmp_path)
+    base = ["train", "--config", str(train_config), "--tracking-uri", uri, "--out", str(tmp_path)]
+    assert main([*base, "--shards", str(tmp_path / "nowhere")]) == 2
+    assert "shards not found" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*base, "--shards", str(empty)]) == 2
+    assert "manifest" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {stepz: 3}\n")
+    assert main(["train", "--config", str(bad), "--shards", str(shards)]) == 2
+    assert "train.stepz: unknown key" in capsys.readouterr().err
+    t0 = time.time()
+    argv = ["train", "--config", str(train_config), "--shards", str(shards)]
+    assert main([*argv, "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "cannot use the MLflow tracking store" in capsys.readouterr().err
+    assert time.time() - t0 < 60  # before any training starts
+    assert main([*argv, "--workers", "3", "--tracking-uri", uri]) == 2  # batch 4 over 3
+    assert "not divisible" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shards, capsys) -> None:
+    cfg = tmp_path / "nan.yaml"
+    # Sound steps 1-3, then an absurd learning rate (weights ~1e30 after one Adam step)
+    # overflows the network: the loss or the weights are non-finite from step 4 on.
+    cfg.write_text(TRAIN_YAML.replace("lr_drop_at: 1.0", "lr_drop_at: 0.5\n  lr_final: 1.0e+30"))
+    argv = ["train", "--config", str(cfg), "--shards", str(shards), "--workers", "1"]
+    argv += ["--steps", "6", "--checkpoint-every", "1", "--val-every", "1000"]
+    argv += ["--tracking-uri", _uri(tmp_path), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    pattern = r"non-finite (loss|weights) at step (\d+).*last good checkpoint is (\S+)"
+    found = re.search(pattern, err)
+    assert found and int(found[2]) >= 4, err[-2000:]
+    run = _run(MlflowClient(_uri(tmp_path)))
+    assert run.info.status == "FAILED" and "non-finite" in run.data.tags["ltchm.error"]
+    # the last good checkpoint is kept, and it is the one of step 3 at the latest
+    snapshot = _registered_checkpoints(tmp_path / "out" / "ray" / "lambda_512")
+    assert snapshot and max(c["metrics"]["step"] for c in snapshot) <= int(found[2]) - 1
+    assert Path(found[3].rstrip(".,")).is_dir()

@@ -1,0 +1,113 @@
+"""Training without Ray: two ranks started by DeepSpeed's own launcher, killed and relaunched."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from jobs.preprocess import preprocess
+from ltchm.codec import ImageCodec, load_checkpoint
+from ltchm.config import PreprocessConfig
+from ltchm.imageio import list_images, read_image
+from ltchm.paths import REPO_ROOT
+
+CONFIG = """\
+model: {N: 8}
+loss: {lmbda: 256}
+train:
+  batch_size: 4
+  patch_size: 64
+  lr: 1.0e-3
+  checkpoint_every: 3
+  val_every: 6
+  val_images: 1
+  log_every: 1
+  loader_workers: 0
+tracking: {system_metrics: false}
+data: {shuffle_buffer: 16, epoch_length: 16}
+"""
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, ucm_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    cfg = PreprocessConfig(tile_size=128, stride=128, shard_max_bytes=400_000, split_seed=3)
+    preprocess([ucm_dir], out, cfg, use_ray=False, progress=False)
+    return out
+
+
+def _ranks() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+        except psutil.Error:
+            continue
+        if "jobs.train_deepspeed" in cmd and any(a.startswith("--local_rank") for a in cmd):
+            found.append(p)
+    return found
+
+
+def test_launcher_ranks_resume_after_a_kill_and_register(tmp_path, shards, ucm_dir) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text(CONFIG)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    out = tmp_path / "runs"
+    # No hostfile: the launcher runs its ranks on this machine. (With a hostfile it reaches
+    # every host, localhost too, over passwordless SSH, which a CI machine does not have.)
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2"]
+    cmd += ["--module", "jobs.train_deepspeed", "--config", str(config), "--shards", str(shards)]
+    cmd += ["--steps", "6", "--tracking-uri", uri, "--out", str(out)]
+    ckpt_dir = out / "lambda_256" / "deepspeed"
+
+    first = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 900
+        while not (ckpt_dir / "latest").is_file():
+            assert first.poll() is None, first.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 15 minutes"
+            time.sleep(0.2)
+        ranks = _ranks()
+        assert len(ranks) == 2, ranks
+        ranks[-1].send_signal(signal.SIGKILL)  # the launcher then stops the other rank too
+        first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0
+    saved_at = int((ckpt_dir / "latest").read_text().strip().removeprefix("step"))
+    assert 3 <= saved_at < 6
+
+    # the same command again: it continues the same MLflow run from the last checkpoint
+    second = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    assert "registered ltchm-lambda256 v1 @candidate" in second.stdout, second.stdout[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ltchm")
+    (run,) = client.search_runs([exp.experiment_id])
+    resumed = [int(v) for k, v in run.data.tags.items() if k.startswith("resumed_from_step")]
+    assert resumed == [saved_at], run.data.tags
+    assert run.info.status == "FINISHED" and run.data.params["train.workers"] == "2"
+    assert max(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == 6
+    assert client.get_metric_history(run.info.run_id, "val_bpp")
+    # the consolidated fp32 weights code an image
+    codec = ImageCodec(load_checkpoint(out / "lambda_256" / "model.pt"))
+    x = read_image(list_images(ucm_dir)[0])
+    assert codec.decode(codec.encode(x)).shape == x.shape
+
+
+def test_launcher_bad_input_stops_every_rank_with_a_clear_error(tmp_path) -> None:
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2"]
+    cmd += ["--module", "jobs.train_deepspeed", "--config", "configs/lambda_512.yaml"]
+    cmd += ["--shards", str(tmp_path / "nowhere"), "--out", str(tmp_path / "runs")]
+    cmd += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "shards not found" in proc.stdout + proc.stderr
