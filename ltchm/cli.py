@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("jobs.training.registry:main", "move a registered model's champion alias"),
     "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
     "evaluate": ("jobs.evaluate:main", "RD curves, BD-rate vs JPEG2000 and the classical codecs"),
+    "compress-scenes": ("jobs.compress_scenes:main", "GeoTIFF scenes -> .ltcs files, on Ray"),
+    "decompress-scene": ("pipeline.scenes.decompress:main", ".ltcs scene/window -> GeoTIFF/COG"),
 }
 
 

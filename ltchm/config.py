@@ -169,13 +169,50 @@ class DataConfig(_Section):
 
 
 class ScenesConfig(_Section):
-    """Scene codec (``jobs.compress_scenes``)."""
+    """Scene codec (``jobs.compress_scenes``, ``pipeline.scenes``)."""
 
-    tile_size: int = Field(512, ge=64)
-    overlap: int = Field(32, ge=0)
+    tile_size: int = Field(512, ge=64, description="tile side in pixels, a multiple of 64")
+    overlap: int = Field(32, ge=0, description="pixels neighbouring tiles share (<= tile / 2)")
+    blend_width: int | None = Field(
+        None,
+        ge=0,
+        description="linear ramp across each overlap, centred in it; 0: hard cut at the "
+        "midline (cropped centres); None: the whole overlap",
+    )
     output_format: Literal["cog", "gtiff"] = "cog"
     output_compress: Literal["zstd", "deflate"] = "zstd"
-    bit_mapping: Literal["scene-linear", "tile-linear"] = "scene-linear"
+    overview_resampling: Literal["average", "nearest", "bilinear", "cubic", "mode"] = "average"
+    bit_mapping: Literal["scene-linear", "tile-linear"] = Field(
+        "scene-linear",
+        description="non-8-bit bands -> [0, 1] by their valid min/max over the scene or per "
+        "tile (stored, reversible)",
+    )
+    band_groups: tuple[tuple[int, ...], ...] | None = Field(
+        None,
+        description="1-based bands coded together as 3-channel images, e.g. [[3, 2, 1], [4]]; "
+        "None: R,G,B by colour interpretation first, then the rest in threes",
+    )
+    chunk_tiles: int = Field(4, ge=1, description="tiles per Ray task (the unit of work)")
+    verify: bool = Field(True, description="decode each file and report PSNR per band")
+    workers: int | None = Field(None, ge=1, description="Ray workers (None: the cluster's CPUs)")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
+
+    def blend(self) -> int:
+        """The effective ramp width in pixels."""
+        return self.overlap if self.blend_width is None else self.blend_width
+
+    @model_validator(mode="after")
+    def _geometry(self) -> ScenesConfig:
+        if self.tile_size % 64:
+            raise ValueError(f"tile_size must be a multiple of 64, got {self.tile_size}")
+        if 2 * self.overlap > self.tile_size:
+            raise ValueError(f"overlap must be at most tile_size / 2, got {self.overlap}")
+        if self.blend() > self.overlap:
+            raise ValueError(f"blend_width {self.blend_width} exceeds the overlap {self.overlap}")
+        for g in self.band_groups or ():
+            if not 1 <= len(g) <= 3 or min(g) < 1:
+                raise ValueError(f"band_groups hold 1 to 3 band numbers >= 1, got {list(g)}")
+        return self
 
 
 class EvaluateConfig(_Section):

@@ -1,0 +1,174 @@
+"""``ltchm decompress-scene FILE.ltcs OUT.tif [--window ... | --bbox ...]``
+
+Decodes an ``.ltcs`` file into a GeoTIFF or COG with the source's CRS, transform, size,
+data type, nodata, masks and band order. A window (pixels) or bounding box (in the scene's
+CRS) decodes only the tiles it needs; its GeoTIFF is georeferenced to that window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from affine import Affine
+from rasterio.windows import Window
+
+from ltchm.codec.container import ContainerError
+from ltchm.codec.identity import ModelIdentity
+from ltchm.codec.image import ModelMismatchError
+from ltchm.codec.scene_container import SceneHeader, SceneReader
+from ltchm.config import ConfigError, load_config
+
+__all__ = ["bbox_window", "decompress_scene", "main"]
+
+
+def bbox_window(header: SceneHeader, bbox: tuple[float, float, float, float]) -> Window:
+    """The smallest pixel window covering ``bbox`` (minx, miny, maxx, maxy), cut to the scene."""
+    minx, miny, maxx, maxy = bbox
+    if not (minx < maxx and miny < maxy):
+        raise ValueError(f"bbox needs minx < maxx and miny < maxy, got {list(bbox)}")
+    inv = ~Affine(*header.transform)
+    corners = [inv * (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+    cols = [c for c, _ in corners]
+    rows = [r for _, r in corners]
+    # a pixel belongs to the box if any of it lies inside: floor the start, ceil the end
+    c0 = max(0, math.floor(min(cols) + 1e-9))
+    r0 = max(0, math.floor(min(rows) + 1e-9))
+    c1 = min(header.width, math.ceil(max(cols) - 1e-9))
+    r1 = min(header.height, math.ceil(max(rows) - 1e-9))
+    if c1 <= c0 or r1 <= r0:
+        t = Affine(*header.transform)
+        x0, y0 = t * (0, 0)
+        x1, y1 = t * (header.width, header.height)
+        raise ValueError(
+            f"bbox {list(bbox)} does not meet the scene (its bounds: "
+            f"{min(x0, x1)} {min(y0, y1)} {max(x0, x1)} {max(y0, y1)})"
+        )
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def find_scene_model(header: SceneHeader, spec: str | None, config: str | None, device: str):
+    """The model to decode with: ``spec`` if given, else the local store's copy."""
+    from ltchm.codec.spec import load_model
+    from ltchm.codec.store import find_model, store_dir
+
+    if spec:
+        return load_model(spec, config, device)
+    m = header.model
+    identity = ModelIdentity(m.name, float("nan"), m.config_hash, m.weights_hash)
+    model = find_model(identity)
+    if model is None:
+        raise LookupError(
+            f"the scene was encoded with {identity.short()}, which is not in the local model "
+            f"store ({store_dir()}); pass --model"
+        )
+    return model
+
+
+def decompress_scene(
+    path: str | Path,
+    out: str | Path,
+    model,
+    *,
+    window: Window | None = None,
+    fmt: str = "cog",
+    compress: str = "zstd",
+    resampling: str = "average",
+    device: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Decode ``path`` (or a window of it) into ``out``; returns what was done."""
+    from pipeline.scenes.mosaic import SceneDecoder
+    from pipeline.scenes.output import write_raster
+
+    with SceneReader(path) as reader:
+        decoder = SceneDecoder(reader, model, device)
+        window = decoder._check(window or decoder.full_window())
+        write_raster(
+            decoder.blocks(window), reader.header, window, out, fmt, compress, resampling, progress
+        )
+        return {
+            "window": [
+                int(window.col_off),
+                int(window.row_off),
+                int(window.width),
+                int(window.height),
+            ],
+            "tiles_read": reader.tiles_read,
+            "tiles": len(reader),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ltchm decompress-scene",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", type=Path, help="an .ltcs file")
+    parser.add_argument("out", type=Path, nargs="?", help="output .tif (GeoTIFF or COG)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--window", nargs=4, type=int, metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT")
+    )
+    where.add_argument(
+        "--bbox", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        help="in the scene's CRS",
+    )  # fmt: skip
+    parser.add_argument("--model", metavar="SPEC", help="default: the local model store's copy")
+    parser.add_argument("--config", help="YAML: model config for a registry name; scenes section")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--format", choices=("cog", "gtiff"), default=None, help="default: cog")
+    parser.add_argument("--compress", choices=("zstd", "deflate"), default=None)
+    parser.add_argument("--info", action="store_true", help="print the file's header and exit")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    prog = "ltchm decompress-scene"
+    try:
+        if args.info:
+            with SceneReader(args.input) as r:
+                print(json.dumps(json.loads(r.header.to_json()), indent=1))
+            return 0
+        if args.out is None:
+            parser.error("OUT is required (or --info)")
+        cfg = load_config(args.config).scenes
+        with SceneReader(args.input) as r:
+            header = r.header
+        window = None
+        if args.window:
+            window = Window(*args.window)
+        elif args.bbox:
+            window = bbox_window(header, tuple(args.bbox))
+        model = find_scene_model(header, args.model, args.config, args.device)
+        t0 = time.perf_counter()
+        done = decompress_scene(
+            args.input,
+            args.out,
+            model,
+            window=window,
+            fmt=args.format or cfg.output_format,
+            compress=args.compress or cfg.output_compress,
+            resampling=cfg.overview_resampling,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except FileNotFoundError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except (ContainerError, ModelMismatchError, ConfigError, LookupError, ValueError) as exc:
+        print(f"{prog}: error: {args.input}: {exc}", file=sys.stderr)
+        return 1
+    w = done["window"]
+    print(
+        f"{args.input} -> {args.out}: window {w[0]} {w[1]} {w[2]} {w[3]}, "
+        f"{done['tiles_read']} of {done['tiles']} tiles read, {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
