@@ -12,8 +12,8 @@ It first prints encode/decode cost and size of the lossless sample formats per t
 
 Ray is started and its workers warmed up (imports done) before each timed Ray run (Ray
 stops idle workers after about a second, so one warm-up at the start is not enough), so the
-numbers are the job's steady state; the configurations run in turn ``--repeats`` times and the fastest
-of each counts. Reported per configuration:
+numbers are the job's steady state; the configurations run in turn ``--repeats`` times and the
+fastest of each counts. Reported per configuration:
 
 * tiles/s over the job's wall time (planning, shards, manifest);
 * the per-tile cost split: wall ms per tile in each phase (decode = read the member and

@@ -1,101 +1,269 @@
-"""``ltchm demo``: the main job end to end on the embedded defaults.
+"""``ltchm demo``: the three user flows end to end on the embedded defaults.
 
-Fits a small LTCHM on the UC-Merced images briefly, compresses every image into a real
-``.ltc`` file, decodes it, and reports per image the bits per pixel of the file, the bits the
-entropy model estimates from its likelihoods, and the PSNR of the decoded image.
+Local Ray, a SQLite MLflow store, CPU, and real imagery: the development data
+(``../shared/data/dev``) when present, else the public-domain samples in ``samples/``.
+
+1. archives in the layouts users download: a DOTA image part, ``UCMerced_LandUse.zip``
+   and a Gaofen-style folder of GeoTIFF scenes;
+2. ``ltchm preprocess``: archives -> WebDataset shards, on Ray;
+3. ``ltchm train --lambdas all``: the six rate points, DeepSpeed on Ray Train, tracked and
+   registered in MLflow (small and brief: ``configs/demo.yaml``);
+4. ``ltchm evaluate``: the six registered models against JPEG2000, RD curves and BD-rate;
+5. ``ltchm compress-scenes`` over the georeferenced scenes and ``ltchm decompress-scene``
+   of each result back into a GeoTIFF;
+6. a summary table and where everything is.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
+import os
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from ltchm.atomic import atomic_write_bytes
-from ltchm.codec import ImageCodec, bits_per_pixel, save_checkpoint
-from ltchm.codec.cli import estimated_bpp
-from ltchm.config import load_config
-from ltchm.imageio import list_images, read_image, write_image
-from ltchm.metrics import psnr
-from ltchm.paths import REPO_ROOT, default_images
-from ltchm.quickfit import quick_fit
-from ltchm.runtime import tune_allocator
-from ltchm.zoo import model_from_config
+from ltchm.config import LAMBDAS
+from ltchm.imageio import list_images
+from ltchm.paths import REPO_ROOT, SAMPLES, dev_data
 
 __all__ = ["main"]
 
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    H, W = x.shape[-2:]
-    return torch.nn.functional.pad(x, (0, (-W) % multiple, 0, (-H) % multiple), mode="replicate")
+
+class Stages:
+    """Numbered stage headers with their wall time."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.times: dict[str, float] = {}
+
+    def run(self, title: str, fn: Callable[[], Any]) -> Any:
+        self.done += 1
+        print(f"\n[{self.done}/{self.total}] {title}", flush=True)
+        t0 = time.perf_counter()
+        result = fn()
+        self.times[title] = time.perf_counter() - t0
+        print(f"      done in {self.times[title]:.0f} s", flush=True)
+        return result
+
+
+def _sources() -> dict[str, Any]:
+    """Real images for each layout: the development data, else the embedded samples."""
+    dev = dev_data()
+    ucm = dev / "ucm" if dev and (dev / "ucm").is_dir() else SAMPLES / "ucm"
+    dota = sorted((dev / "dota").glob("P*.png")) if dev and (dev / "dota").is_dir() else []
+    scenes_dir = dev / "scenes" if dev and (dev / "scenes").is_dir() else SAMPLES / "scenes"
+    scenes = sorted(scenes_dir.glob("*.tif"))
+    return {"ucm": ucm, "dota": dota, "scenes": scenes, "origin": "dev" if dev else "samples"}
+
+
+def _archives(src: dict[str, Any], root: Path) -> list[Path]:
+    from pipeline.sample_archives import make_dota_part, make_gaofen_folder, make_ucmerced_zip
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = [make_ucmerced_zip(list_images(src["ucm"]), root / "UCMerced_LandUse.zip")]
+    if src["dota"]:
+        out.append(make_dota_part(src["dota"], root / "DOTA_part1.zip"))
+    # Gaofen deliveries are multi-band GeoTIFF scenes; these are the 16-bit and 4-band ones
+    gaofen = [p for p in src["scenes"] if p.stem.endswith(("rgb16", "20100629"))]
+    if gaofen:
+        out.append(make_gaofen_folder(gaofen, root / "gaofen"))
+    for path in out:
+        size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else None
+        size = size if size is not None else path.stat().st_size
+        print(f"      {path.name:<24} {size / 1e6:6.1f} MB")
+    return out
+
+
+def _preprocess(archives: list[Path], shards: Path) -> dict[str, Any]:
+    from jobs.preprocess import _summary, preprocess
+    from ltchm.config import load_config
+
+    cfg = load_config(DEMO_CONFIG).preprocess
+    result = preprocess(archives, shards, cfg, overwrite=True)
+    print("      " + _summary(result).replace("\n", "\n      "))
+    return result.manifest
+
+
+def _train(shards: Path, out: Path, uri: str, steps: int | None) -> list[Any]:
+    import jobs.train as train_job
+
+    argv = ["--lambdas", "all", "--config", str(DEMO_CONFIG), "--shards", str(shards)]
+    argv += ["--tracking-uri", uri, "--out", str(out)]
+    if steps:
+        argv += ["--steps", str(steps)]
+    outcomes = train_job.train(train_job._parser().parse_args(argv))
+    train_job.report(outcomes)
+    failed = [o for o in outcomes if o.status != "ok"]
+    if failed:
+        raise RuntimeError(f"training failed for lambda {[o.lmbda for o in failed]}")
+    return outcomes
+
+
+def _evaluate(shards: Path, images: Path, out: Path, uri: str, max_images: int) -> Path:
+    """The six registered models against JPEG2000 on held-out images: the test split, else
+    the val split (the split hashes each image, and a few demo images can leave one empty),
+    else, with a warning, the UC-Merced images themselves."""
+    from jobs.evaluate import main as evaluate
+
+    for split in ("test", "val"):
+        tars = sorted(shards.glob(f"{split}-*.tar"))
+        if tars:
+            # a brace pattern over the split's shards, as webdataset takes them
+            data = str(shards / f"{split}-{{{tars[0].stem[-6:]}..{tars[-1].stem[-6:]}}}.tar")
+            print(f"      on the {split} split")
+            break
+    else:
+        data = str(images)
+        print(f"      warning: no test or val images in the shards; evaluating on {images}")
+    models = [f"ltchm-demo=models:/ltchm-lambda{lmbda}@candidate" for lmbda in LAMBDAS]
+    argv = ["--models", *models, "--data", data, "--codecs", "jpeg2000"]
+    argv += ["--out", str(out), "--no-lpips", "--max-images", str(max_images)]
+    argv += ["--tracking-uri", uri, "--quiet", "--no-complexity"]
+    if evaluate(argv) != 0:
+        raise RuntimeError("evaluation failed")
+    return out
+
+
+def _scenes(scenes: list[Path], out: Path, model: str) -> list[dict[str, Any]]:
+    from jobs.compress_scenes import main as compress_scenes
+    from pipeline.scenes.decompress import main as decompress_scene
+
+    code = compress_scenes([*map(str, scenes), "--model", model, "--out", str(out)])
+    if code not in (0, 1):
+        raise RuntimeError("compress-scenes failed")
+    rows = json.loads((out / "report.json").read_text())
+    decoded = out / "decoded"
+    decoded.mkdir(exist_ok=True)
+    for row in rows:
+        if row["status"] in ("done", "skipped") and row.get("output"):
+            ltcs = out / row["output"]  # relative to the output folder
+            dest = decoded / f"{ltcs.stem}.tif"
+            if decompress_scene([str(ltcs), str(dest)]) != 0:
+                raise RuntimeError(f"decompress-scene failed for {ltcs}")
+            row["decoded"] = str(dest)
+    return rows
+
+
+def _summary(stages: Stages, info: dict[str, Any]) -> None:
+    print("\n" + "=" * 78)
+    print("Summary")
+    print("=" * 78)
+    width = max(map(len, stages.times))
+    for title, seconds in stages.times.items():
+        print(f"  {title:<{width}}  {seconds:6.0f} s")
+    print(f"  {'total':<{width}}  {sum(stages.times.values()):6.0f} s")
+    print()
+    print(f"  {'lambda':>6} {'registered model':<22} {'val bpp':>8} {'val PSNR':>9}")
+    for row in info["models"]:
+        print(
+            f"  {row['lmbda']:>6g} {row['name'] + ' v' + row['version']:<22} "
+            f"{row['val_bpp']:>8.3f} {row['val_psnr']:>9.2f}"
+        )
+    print()
+    print(f"  {'scene':<40} {'bands':>5} {'dtype':>7} {'bpp':>7} {'PSNR min over bands':>20}")
+    for row in info["scenes"]:
+        name = Path(str(row["scene"])).name[:40]
+        if row["status"] in ("done", "skipped"):
+            psnr = row["psnr_min_db"]
+            psnr = f"{float(psnr):.2f} dB" if psnr not in (None, "inf") else str(psnr)
+            print(
+                f"  {name:<40} {row['bands']:>5} {row['dtype']:>7} {float(row['bpp']):>7.3f} "
+                f"{psnr:>20}"
+            )
+        else:
+            print(f"  {name:<40} failed: {row['error']}"[:110])
+    print()
+    for label, path in info["paths"].items():
+        print(f"  {label:<22} {path}")
+
+
+def _registered(uri: str) -> list[dict[str, Any]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    rows = []
+    for lmbda in LAMBDAS:
+        name = f"ltchm-lambda{lmbda}"
+        version = client.get_model_version_by_alias(name, "candidate")
+        run = client.get_run(version.run_id)
+        rows.append(
+            {
+                "lmbda": lmbda,
+                "name": name,
+                "version": str(version.version),
+                "val_bpp": run.data.metrics.get("val_bpp", float("nan")),
+                "val_psnr": run.data.metrics.get("val_psnr", float("nan")),
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltchm demo", description=__doc__)
-    parser.add_argument("--data", type=Path, default=None, help="folder of RGB images")
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "lambda_512.yaml")
-    parser.add_argument("--N", type=int, default=64, help="channels (demo-sized; paper: 192)")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--patch", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        prog="ltchm demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
+    parser.add_argument("--steps", type=int, help="training steps per rate point (demo: 60)")
+    parser.add_argument("--eval-images", type=int, default=4, help="test images evaluated")
+    parser.add_argument("--scene-model", type=int, default=4096, choices=LAMBDAS,
+                        help="the rate point that codes the scenes")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep an earlier demo's outputs")
     args = parser.parse_args(argv)
 
-    tune_allocator()
-    torch.manual_seed(args.seed)
-    data = args.data or default_images()
-    cfg = load_config(args.config, {"model.N": args.N})
-    paths = list_images(data)
-    if not paths:
-        raise SystemExit(f"ltchm demo: no images in {data}")
-    images = [read_image(p) for p in paths]
-    model = model_from_config(cfg.model)
-    print(
-        f"Fitting {cfg.model.name} (N={cfg.model.N}, lambda={cfg.loss.lmbda:g}) on {len(images)} "
-        f"images from {data} for {args.steps} steps (demo-sized; see 'ltchm train')"
+    out = args.out.resolve()
+    if out.exists() and not args.keep:
+        shutil.rmtree(out)  # the demo's own folder: a rerun starts from scratch
+    out.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{out / 'mlruns.db'}"
+    # models:/ URIs (evaluation, scene coding) resolve against the demo's store
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+
+    src = _sources()
+    print(f"ltchm demo: real imagery from the {src['origin']} data; outputs in {out}")
+    stages = Stages(5)
+    archives = stages.run(
+        "archives in the DOTA / UC-Merced / Gaofen layouts", lambda: _archives(src, out / "raw")
     )
-    t0 = time.perf_counter()
-    history = quick_fit(
-        model, images, args.steps, cfg.loss.lmbda, patch=args.patch, lr=1e-3, progress=True
+    shards = out / "shards"
+    stages.run("preprocess: archives -> WebDataset shards (Ray Data)",
+               lambda: _preprocess(archives, shards))  # fmt: skip
+    stages.run("train the six rate points (DeepSpeed on Ray Train, MLflow)",
+               lambda: _train(shards, out / "runs", uri, args.steps))  # fmt: skip
+    evaluation = stages.run(
+        "evaluate on held-out images against JPEG2000 (RD curves, BD-rate)",
+        lambda: _evaluate(shards, src["ucm"], out / "evaluation", uri, args.eval_images),
     )
-    print(
-        f"  loss {history[0]['loss']:.2f} -> {history[-1]['loss']:.2f} "
-        f"in {time.perf_counter() - t0:.0f} s"
+    scene_rows = stages.run(
+        "compress the scenes and decompress them into GeoTIFFs",
+        lambda: _scenes(
+            src["scenes"], out / "scenes", f"models:/ltchm-lambda{args.scene_model}@candidate"
+        ),
     )
-    model.update(force=True)
-    model.lmbda = cfg.loss.lmbda
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, args.out / "model.pt", lmbda=cfg.loss.lmbda)
-    codec = ImageCodec(model)
-    print()
-    header = (
-        f"{'image':<28} {'size':>9} {'bytes':>7} {'bpp (file)':>10} {'bpp (estimated)':>16} "
-        f"{'PSNR (dB)':>10}"
-    )
-    print(header)
-    print("-" * len(header))
-    rows = []
-    for path, img in zip(paths, images, strict=True):
-        H, W = img.shape[-2:]
-        data = codec.encode(img)
-        atomic_write_bytes(args.out / f"{path.stem}.ltc", data)
-        decoded = codec.decode(data)
-        write_image(args.out / f"{path.stem}.png", decoded)
-        row = (bits_per_pixel(len(data), H, W), estimated_bpp(codec, img), psnr(decoded, img))
-        rows.append(row)
-        print(
-            f"{path.name:<28} {f'{W}x{H}':>9} {len(data):>7} {row[0]:>10.4f} {row[1]:>16.4f} "
-            f"{row[2]:>10.2f}"
-        )
-    print("-" * len(header))
-    mean = [sum(r[i] for r in rows) / len(rows) for i in range(3)]
-    q = mean[2] if all(math.isfinite(r[2]) for r in rows) else math.inf
-    print(f"{'mean':<28} {'':>9} {'':>7} {mean[0]:>10.4f} {mean[1]:>16.4f} {q:>10.2f}")
-    print(
-        f"\nbpp (file): measured from the .ltc files' bytes; bpp (estimated): the entropy "
-        f"model's likelihoods. Files, decoded images and the model: {args.out}"
+    plots = sorted(evaluation.glob("*psnr*.png")) or sorted(evaluation.glob("*.png"))
+    _summary(
+        stages,
+        {
+            "models": _registered(uri),
+            "scenes": scene_rows,
+            "paths": {
+                "RD plot": plots[0] if plots else evaluation,
+                "BD-rate table": evaluation / "bd.md",
+                "MLflow store": f"{uri}  (mlflow ui --backend-store-uri {uri})",
+                "checkpoints": out / "runs",
+                "shards": shards,
+                "compressed scenes": out / "scenes",
+                "decoded GeoTIFFs": out / "scenes" / "decoded",
+            },
+        },
     )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

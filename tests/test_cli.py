@@ -1,8 +1,4 @@
-import shutil
-from pathlib import Path
-
 from ltchm.cli import COMMANDS, main
-from ltchm.imageio import list_images
 
 
 def test_help_and_unknown(capsys) -> None:
@@ -24,16 +20,3 @@ def test_every_command_resolves() -> None:
     for target, _ in COMMANDS.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func))
-
-
-def test_demo_runs_on_a_folder(tmp_path: Path, ucm_dir: Path, capsys) -> None:
-    for p in list_images(ucm_dir)[:2]:
-        shutil.copy(p, tmp_path)
-    out_dir = tmp_path / "out"
-    argv = ["demo", "--data", str(tmp_path), "--steps", "2", "--N", "16", "--out", str(out_dir)]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "bpp (file)" in out and "bpp (estimated)" in out and "PSNR" in out
-    assert sum(".tif " in line for line in out.splitlines()) == 2
-    assert len(list(out_dir.glob("*.ltc"))) == 2 and len(list(out_dir.glob("*.png"))) == 2
-    assert (out_dir / "model.pt").is_file()

@@ -10,6 +10,7 @@ identity names that run.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,6 +55,11 @@ def rd_metrics(rd_rows: Sequence[dict[str, Any]], bd_rows: Sequence[dict[str, An
     return out
 
 
+def _key(name: Any) -> str:
+    """An MLflow key: model URIs (``models:/name@alias``) carry characters MLflow refuses."""
+    return re.sub(r"[^\w\-. :/]", "_", str(name))
+
+
 def log_comparison_run(
     tracking_uri: str,
     experiment: str,
@@ -74,8 +80,8 @@ def log_comparison_run(
     run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, s) for k, v, s in rd_metrics(rd_rows, bd_rows)]
-        plist = [Param(str(k), str(v)[:_PARAM_MAX]) for k, v in params.items()]
+        metrics = [Metric(_key(k), float(v), now, s) for k, v, s in rd_metrics(rd_rows, bd_rows)]
+        plist = [Param(_key(k), str(v)[:_PARAM_MAX]) for k, v in params.items()]
         # MLflow takes at most 1000 metrics and 100 params per batch.
         for i in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[i : i + 1000])

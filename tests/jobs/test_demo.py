@@ -1,0 +1,46 @@
+"""``ltchm demo``, the README's first command, end to end on a small copy of the dev data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import rasterio
+from mlflow import MlflowClient
+
+from ltchm.cli import main
+from ltchm.config import LAMBDAS
+from ltchm.imageio import list_images
+
+
+def test_demo_end_to_end(tmp_path: Path, dev_dir: Path, monkeypatch, capsys) -> None:
+    # the same layout as ../shared/data/dev, fewer and smaller files, so the test is quick
+    dev = tmp_path / "dev"
+    (dev / "ucm").mkdir(parents=True)
+    for p in list_images(dev_dir / "ucm")[:6]:
+        shutil.copy(p, dev / "ucm")
+    (dev / "scenes").mkdir()
+    for name in ("riocolor_rgb16.tif", "rasterio_rgb1.tif"):
+        shutil.copy(dev_dir / "scenes" / name, dev / "scenes")
+    monkeypatch.setenv("LTCHM_DEV_DATA", str(dev))
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--steps", "2", "--eval-images", "1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Summary" in text and "RD plot" in text and "MLflow store" in text
+
+    # every stage left its real product
+    assert (out / "raw" / "UCMerced_LandUse.zip").is_file()
+    assert (out / "shards" / "manifest.json").is_file()
+    client = MlflowClient(f"sqlite:///{out / 'mlruns.db'}")
+    for lmbda in LAMBDAS:
+        assert client.get_model_version_by_alias(f"ltchm-lambda{lmbda}", "candidate")
+    assert (out / "evaluation" / "bd.md").is_file()
+    assert list((out / "evaluation").glob("*.png"))
+    decoded = sorted((out / "scenes" / "decoded").glob("*.tif"))
+    assert len(decoded) == 2
+    for tif in decoded:
+        src_name = "riocolor_rgb16.tif" if "rgb16" in tif.name else "rasterio_rgb1.tif"
+        with rasterio.open(tif) as a, rasterio.open(dev / "scenes" / src_name) as b:
+            for attr in ("crs", "transform", "shape", "dtypes", "nodata"):
+                assert getattr(a, attr) == getattr(b, attr), (tif.name, attr)
