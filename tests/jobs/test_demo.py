@@ -32,9 +32,18 @@ def test_demo_end_to_end(tmp_path: Path, dev_dir: Path, monkeypatch, capsys) -> 
     # every stage left its real product
     assert (out / "raw" / "UCMerced_LandUse.zip").is_file()
     assert (out / "shards" / "manifest.json").is_file()
+    # the six rate points: one parent run, six children, six registered versions
     client = MlflowClient(f"sqlite:///{out / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("ltchm")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ltchm.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(float(r.data.params["loss.lmbda"]) for r in children) == list(LAMBDAS)
+    assert {r.data.params["model.N"] for r in children} == {"16"}
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
     for lmbda in LAMBDAS:
-        assert client.get_model_version_by_alias(f"ltchm-lambda{lmbda}", "candidate")
+        version = client.get_model_version_by_alias(f"ltchm-lambda{lmbda}", "candidate")
+        assert str(version.version) == "1" and version.tags["lmbda"] == str(lmbda)
     assert (out / "evaluation" / "bd.md").is_file()
     assert list((out / "evaluation").glob("*.png"))
     decoded = sorted((out / "scenes" / "decoded").glob("*.tif"))

@@ -160,32 +160,6 @@ def test_two_workers_killed_resumed_registered_and_coding(
     assert main(["promote", "ltchm-lambda512", "7", "--tracking-uri", uri]) == 1
 
 
-def test_six_lambda_sweep(tmp_path, shards, train_config) -> None:
-    uri = _uri(tmp_path)
-    argv = ["train", "--lambdas", "all", "--config", str(train_config), "--shards", str(shards)]
-    argv += ["--workers", "1", "--N", "8", "--steps", "2", "--checkpoint-every", "2"]
-    argv += ["--val-every", "1000", "--tracking-uri", uri, "--out", str(tmp_path / "out")]
-    assert main(argv) == 0
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("ltchm")
-    runs = client.search_runs([exp.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("ltchm.kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(float(r.data.params["loss.lmbda"]) for r in children) == [
-        128,
-        256,
-        512,
-        1024,
-        2048,
-        4096,
-    ]
-    assert {r.data.params["model.N"] for r in children} == {"8"}
-    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
-    for lmbda in (128, 256, 512, 1024, 2048, 4096):
-        v = client.get_model_version_by_alias(f"ltchm-lambda{lmbda}", "candidate")
-        assert str(v.version) == "1" and v.tags["lmbda"] == str(lmbda)
-
-
 def test_bad_inputs_are_clear_errors(tmp_path, shards, train_config, capsys) -> None:
     uri = _uri(tmp_path)
     base = ["train", "--config", str(train_config), "--tracking-uri", uri, "--out", str(tmp_path)]
