@@ -36,6 +36,7 @@ __all__ = [
     "log_and_register_model",
     "registered_name",
     "resolve_tracking_uri",
+    "using_tracking_uri",
 ]
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -145,6 +146,30 @@ class MetricLogger:
             self.client.log_batch(self.run_id, metrics=batch)
 
 
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``log_model``, ``register_model``) at ``uri`` for a block.
+
+    ``mlflow.set_tracking_uri`` is process-wide and also rewrites ``$MLFLOW_TRACKING_URI``;
+    left set, every later ``models:/`` load in the same process (a demo, a notebook, the
+    test suite) would resolve against this store instead of the one the user names. MLflow's
+    own ``_use_tracking_uri`` unsets the variable on exit, so we restore both ourselves.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 def log_and_register_model(
     uri: str,
     run_id: str,
@@ -159,10 +184,9 @@ def log_and_register_model(
     import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(uri)
     name = registered_name(cfg)
     client = MlflowClient(uri)
-    with mlflow.start_run(run_id=run_id):
+    with using_tracking_uri(uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC),
@@ -170,7 +194,7 @@ def log_and_register_model(
             pip_requirements=[],
             metadata={"ltchm": {"lmbda": cfg.loss.lmbda, "weights_hash": weights_hash}},
         )
-    version = mlflow.register_model(info.model_uri, name, await_registration_for=60)
+        version = mlflow.register_model(info.model_uri, name, await_registration_for=60)
     tags = {
         "lmbda": f"{cfg.loss.lmbda:g}",
         "N": str(cfg.model.N),

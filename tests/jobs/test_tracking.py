@@ -1,0 +1,45 @@
+"""Registering a model must not re-point later ``models:/`` loads in the same process."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+
+from jobs.training.tracking import log_and_register_model, registered_name
+from ltchm.codec import load_model
+from ltchm.codec.checkpoint import save_checkpoint
+from ltchm.codec.identity import identity_of
+from ltchm.config import load_config
+from ltchm.zoo import get_model
+
+
+def _register(tmp_path, uri: str, seed: int) -> str:
+    cfg = load_config(overrides={"model.N": 16, "model.context": "checkerboard"})
+    torch.manual_seed(seed)
+    ckpt = tmp_path / f"model{seed}.pt"
+    model = get_model("ltchm", N=16, context="checkerboard")
+    weights_hash = save_checkpoint(model, ckpt, lmbda=512)
+    client = MlflowClient(uri)
+    exp = client.create_experiment(f"e{seed}")
+    run_id = client.create_run(exp).info.run_id
+    name, version = log_and_register_model(uri, run_id, ckpt, cfg, weights_hash)
+    assert name == registered_name(cfg) == "ltchm-lambda512" and version == "1"
+    return weights_hash
+
+
+def test_registering_restores_the_tracking_uri(tmp_path, monkeypatch) -> None:
+    """The demo and notebooks train, then load by URI, in one process (a CI failure)."""
+    user_store = f"sqlite:///{tmp_path / 'user.db'}"
+    other_store = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user_store)
+    user_hash = _register(tmp_path, user_store, seed=1)
+    other_hash = _register(tmp_path, other_store, seed=2)
+    assert user_hash != other_hash
+
+    assert os.environ["MLFLOW_TRACKING_URI"] == user_store
+    assert mlflow.get_tracking_uri() == user_store
+    model = load_model("models:/ltchm-lambda512@candidate")
+    assert identity_of(model).weights_hash == user_hash
