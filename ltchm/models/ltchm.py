@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN, ResidualBlock, ResidualBlockWithStride, conv3x3
 from compressai.models import CompressionModel
+from compressai.models.utils import update_registered_buffers
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
@@ -249,7 +250,15 @@ class LTCHM(CompressionModel):
         self._coding_versions = self._versions()
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
-        result = super().load_state_dict(state_dict, strict=strict)
+        # CompressAI's CompressionModel.load_state_dict tests every key against every module
+        # name (1.7 M string compares, 0.8 s at N=32: paid by every scene worker at start);
+        # only the entropy bottleneck's table buffers need resizing before the plain load.
+        prefixes = {k.rpartition(".")[0] for k in state_dict}
+        for name, module in self.named_modules():
+            if isinstance(module, EntropyBottleneck) and name in prefixes:
+                buffers = ["_quantized_cdf", "_offset", "_cdf_length"]
+                update_registered_buffers(module, name, buffers, state_dict)
+        result = nn.Module.load_state_dict(self, state_dict, strict=strict)
         # Tables saved with the weights are used as saved: rebuilding them on another
         # machine could differ in the last bit (float32), and files would not decode.
         if self.entropy_bottleneck._offset.numel():
