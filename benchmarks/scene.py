@@ -111,6 +111,17 @@ def bare_model(scene: Path, model_path: Path, cfg: ScenesConfig, threads: int) -
     """Seconds for model.compress on every tile batch of the scene, tiles read beforehand."""
     import torch
 
+    before = torch.get_num_threads()  # the local job runs in this process afterwards
+    torch.set_num_threads(threads)
+    try:
+        return _bare_model(scene, model_path, cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bare_model(scene: Path, model_path: Path, cfg: ScenesConfig) -> float:
+    import torch
+
     from ltchm.codec import load_checkpoint
     from pipeline.scenes.bands import channels_of, fill_invalid, to_unit
     from pipeline.scenes.encode import plan_scene
@@ -118,7 +129,6 @@ def bare_model(scene: Path, model_path: Path, cfg: ScenesConfig, threads: int) -
     from pipeline.scenes.source import open_scene, read_tile
     from pipeline.scenes.tiles import TileCoder, scene_mapping
 
-    torch.set_num_threads(threads)
     coder = TileCoder(load_checkpoint(model_path))
     header = plan_scene(str(scene), cfg, coder.identity)
     grid = grid_of(header)
@@ -148,43 +158,47 @@ def job(scene: Path, model_path: Path, cfg: ScenesConfig, out: Path, use_ray: bo
     return seconds
 
 
-def throughput(scene: Path, model_path: Path, tmp: Path, repeats: int) -> None:
+def throughput(scene: Path, model_path: Path, tmp: Path, repeats: int, full: bool) -> None:
     import ray
 
     base = ScenesConfig()
     mpix = _mpix(scene)
-    runs: list[tuple[str, float]] = []
+    runs: list[tuple[str, float, int]] = []
     bare = min(bare_model(scene, model_path, base, 2) for _ in range(repeats))
-    runs.append(("bare model, 2 threads", bare))
+    runs.append(("bare model, 2 threads", bare, 2))
     bare1 = min(bare_model(scene, model_path, base, 1) for _ in range(repeats))
-    runs.append(("bare model, 1 thread", bare1))
-    runs.append(("job --local (2 threads)", min(
-        job(scene, model_path, base.model_copy(update={"verify": False}), tmp / "o", False)
-        for _ in range(repeats))))  # fmt: skip
+    runs.append(("bare model, 1 thread", bare1, 1))
+    no_verify = base.model_copy(update={"verify": False})
+    if full:
+        local = min(job(scene, model_path, no_verify, tmp / "o", False) for _ in range(repeats))
+        runs.append(("job --local (2 threads)", local, 2))
+    configs = [("job, Ray 1 worker x 2 threads", {"workers": 1, "cpus_per_worker": 2}, 2)]
+    if full:
+        configs.append(("job, Ray 1 worker x 1 thread", {"workers": 1, "cpus_per_worker": 1}, 1))
+    configs.append(("job, Ray 2 workers x 1 thread", {"workers": 2, "cpus_per_worker": 1}, 2))
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        for name, update in [
-            ("job, Ray 1 worker x 2 threads", {"workers": 1, "cpus_per_worker": 2}),
-            ("job, Ray 1 worker x 1 thread", {"workers": 1, "cpus_per_worker": 1}),
-            ("job, Ray 2 workers x 1 thread", {"workers": 2, "cpus_per_worker": 1}),
-        ]:
-            cfg = base.model_copy(update={"verify": False, **update})
+        job(scene, model_path, no_verify.model_copy(update={"workers": 2}), tmp / "o", True)
+        for name, update, cpus in configs:
+            cfg = no_verify.model_copy(update=update)
             runs.append((name, min(job(scene, model_path, cfg, tmp / "o", True)
-                                   for _ in range(repeats))))  # fmt: skip
-        cfg = base.model_copy(update={"workers": 2, "cpus_per_worker": 1})
-        runs.append(("job, Ray 2 x 1, with verify", job(scene, model_path, cfg, tmp / "o", True)))
+                                   for _ in range(repeats)), cpus))  # fmt: skip
+        if full:
+            cfg = base.model_copy(update={"workers": 2, "cpus_per_worker": 1})
+            runs.append(("job, Ray 2 x 1, with verify",
+                         job(scene, model_path, cfg, tmp / "o", True), 2))  # fmt: skip
     finally:
         ray.shutdown()
-    print(f"### throughput: {scene.name} ({mpix:.2f} Mpx, 4 bands = 2 groups/tile), {_load()}")
+    print(f"### throughput: {scene.name} ({mpix:.2f} Mpx, 4 bands = 2 groups/tile), "
+          f"best of {repeats}, {_load()}")  # fmt: skip
     rows = []
-    for name, s in runs:
-        ref = bare if "2 threads" in name or "2 workers" in name or "2 x 1" in name else bare1
-        rows.append([name, round(s, 2), round(mpix / s, 3), round(bare / s, 3),
-                     round(ref / s, 3)])  # fmt: skip
-    _table(["run", "wall (s)", "MPix/s", "x bare (2 threads)", "x bare (same CPUs)"], rows)
+    for name, s, cpus in runs:
+        ref = bare if cpus == 2 else bare1
+        rows.append([name, round(s, 2), round(mpix / s, 3), round(ref / s, 3)])
+    _table(["run", "wall (s)", "MPix/s", "x bare model (same CPUs)"], rows)
 
 
-def chunks(scene: Path, model_path: Path, tmp: Path) -> None:
+def chunks(scene: Path, model_path: Path, tmp: Path, repeats: int) -> None:
     import ray
 
     from pipeline.scenes.grid import SceneGrid
@@ -195,13 +209,16 @@ def chunks(scene: Path, model_path: Path, tmp: Path) -> None:
     rows = []
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
+        # the first job on a fresh Ray also starts its worker processes: not a chunk's cost
+        job(scene, model_path, ScenesConfig(verify=False, workers=2), tmp / "o", True)
         for k in sorted({1, 2, 4, 8, 16, n}):
             cfg = ScenesConfig(verify=False, workers=2, cpus_per_worker=1, chunk_tiles=k)
-            s = job(scene, model_path, cfg, tmp / "o", True)
+            s = min(job(scene, model_path, cfg, tmp / "o", True) for _ in range(repeats))
             rows.append([k if k < n else f"{k} (whole scene)", round(s, 2), round(mpix / s, 3)])
     finally:
         ray.shutdown()
-    print(f"### unit of work: {scene.name}, {n} tiles, Ray 2 workers x 1 thread, {_load()}")
+    print(f"### unit of work: {scene.name}, {n} tiles, Ray 2 workers x 1 thread, best of "
+          f"{repeats} after a warm-up job, {_load()}")  # fmt: skip
     _table(["tiles per task", "wall (s)", "MPix/s"], rows)
 
 
@@ -259,7 +276,7 @@ def rss(scenes: list[Path], model_path: Path, tmp: Path) -> None:
         t0 = time.perf_counter()
         enc = _peak_rss([py, "-m", "jobs.compress_scenes", str(scene), "--model", str(model_path),
                          "--out", str(out), "--workers", "1", "--cpus-per-worker", "2",
-                         "--no-verify", "--no-progress"], env)  # fmt: skip
+                         "--no-progress"], env)  # fmt: skip
         t_enc = time.perf_counter() - t0
         ltcs = next(out.rglob("*.ltcs"))
         t0 = time.perf_counter()
@@ -271,7 +288,8 @@ def rss(scenes: list[Path], model_path: Path, tmp: Path) -> None:
                      round(t_dec, 1)])  # fmt: skip
         (tmp / "d.tif").unlink(missing_ok=True)
     print(f"### peak RSS (MiB), fresh processes, {_load()}")
-    _table(["scene", "Mpx", "job driver", "job actor", "job tree (+raylet, gcs)", "encode (s)",
+    _table(["scene", "Mpx", "job driver", "job actor", "job tree (+raylet, gcs)",
+            "encode + verify (s)",
             "decompress-scene", "decode (s)"], rows)  # fmt: skip
     if len(rows) == 2:
         a, b = rows
@@ -295,41 +313,69 @@ def _code(src: Path, model, cfg: ScenesConfig, tmp: Path):
         return out, dec.grid, r.size
 
 
-def seams(model_path: Path, tmp: Path) -> None:
+def _shifted(src: Path, shift: int, tmp: Path) -> Path:
+    """``src`` without its first ``shift`` rows and columns (georeferenced accordingly)."""
+    out = tmp / f"{src.stem}-shift{shift}.tif"
+    if not out.exists():
+        with rasterio.open(src) as ds:
+            w = Window(shift, shift, ds.width - shift, ds.height - shift)
+            profile = ds.profile | {"width": int(w.width), "height": int(w.height),
+                                    "transform": ds.window_transform(w)}  # fmt: skip
+            with rasterio.open(out, "w", **profile) as dst:
+                dst.write(ds.read(window=w))
+                if any(m.name == "per_dataset" for m in ds.mask_flag_enums[0]):
+                    dst.write_mask(ds.dataset_mask(window=w))
+    return out
+
+
+def seams(model_path: Path, tmp: Path, extra: list[Path]) -> None:
+    """Two seam measures per configuration, over the RGB bands of several scenes:
+
+    * controlled: each scene is coded twice, the second time without its first tile/2 rows
+      and columns, so that the first coding's seams fall inside the second's tiles; the
+      deficit is PSNR of the same pixels (8-px bands around the first coding's seams, away
+      from the second's) coded inside tiles minus coded at seams. Content cancels out.
+    * raw: seam bands vs everything else in one coding (content differences included).
+    """
     from ltchm.codec import load_checkpoint
-    from pipeline.scenes.verify import seam_psnr
+    from pipeline.scenes.verify import region_psnr, seam_mask, seam_psnr
 
     model = load_checkpoint(model_path)
     dev = dev_data() / "scenes"
-    names = [
-        NAIP,
-        "riocogeo_image_geos.tif",
-        "rasterio_RGB.byte.tif",
-        "riotiler_pix4d_alpha_nodata.tif",
-    ]
+    names = [dev / NAIP, dev / "riocogeo_image_geos.tif", dev / "rasterio_RGB.byte.tif",
+             dev / "riotiler_pix4d_alpha_nodata.tif", *extra]  # fmt: skip
     rows = []
-    for tile in (256, 512):
-        for overlap, blend in [(0, 0), (8, 8), (16, 16), (16, 0), (32, 32), (64, 64)]:
-            deficits, sizes, seam_db, int_db = [], [], [], []
-            for name in names:
-                with rasterio.open(dev / name) as ds:
-                    ref, valid = ds.read([1, 2, 3]), ds.dataset_mask() > 0
-                cfg = ScenesConfig(tile_size=tile, overlap=overlap, blend_width=blend)
-                out, grid, size = _code(dev / name, model, cfg, tmp)
-                s, i = seam_psnr(ref, out[:3], valid, grid)
-                deficits.append(i - s)
-                seam_db.append(s)
-                int_db.append(i)
-                sizes.append(size)
+    configs = {256: [(0, 0), (16, 16), (32, 32)],
+               512: [(0, 0), (8, 8), (16, 16), (16, 0), (32, 32)]}  # fmt: skip
+    for tile, overlaps in configs.items():
+        base: dict[Path, int] = {}
+        for overlap, blend in overlaps:
+            cfg = ScenesConfig(tile_size=tile, overlap=overlap, blend_width=blend)
+            controlled, raw, size = [], [], 0
+            sizes = {}
+            for src in names:
+                with rasterio.open(src) as ds:
+                    ref, valid = ds.read([1, 2, 3]).astype(np.float64), ds.dataset_mask() > 0
+                out_a, grid_a, sizes[src] = _code(src, model, cfg, tmp)
+                s, i = seam_psnr(ref, out_a[:3], valid, grid_a)
+                raw.append(i - s)
+                shift = tile // 2
+                out_b, grid_b, _ = _code(_shifted(src, shift, tmp), model, cfg, tmp)
+                ref_c = ref[:, shift:, shift:]
+                region = (seam_mask(grid_a)[shift:, shift:] & valid[shift:, shift:]
+                          & ~seam_mask(grid_b, 2 * overlap + 16))  # fmt: skip
+                at_seam = region_psnr(ref_c, out_a[:3, shift:, shift:], region, 255.0)
+                inside = region_psnr(ref_c, out_b[:3], region, 255.0)
+                controlled.append(inside - at_seam)
             if overlap == 0:
                 base = sizes
-            rows.append([tile, overlap, blend, round(float(np.mean(seam_db)), 2),
-                         round(float(np.mean(int_db)), 2), round(float(np.mean(deficits)), 2),
-                         round(float(np.max(deficits)), 2),
-                         round(sum(sizes) / sum(base), 3)])  # fmt: skip
-    print(f"### seams: {len(names)} dev scenes (RGB bands), {_load()}")
-    _table(["tile", "overlap", "blend", "seam PSNR (dB)", "elsewhere (dB)", "deficit mean",
-            "deficit max", "bytes x no overlap"], rows)  # fmt: skip
+            size = sum(sizes.values()) / sum(base.values())
+            rows.append([tile, overlap, blend, round(float(np.mean(controlled)), 2),
+                         round(float(np.max(controlled)), 2), round(float(np.mean(raw)), 2),
+                         round(size, 3)])  # fmt: skip
+    print(f"### seams: {len(names)} scenes (RGB bands), {_load()}")
+    _table(["tile", "overlap", "blend", "controlled deficit mean (dB)", "controlled max",
+            "raw deficit mean", "bytes x no overlap"], rows)  # fmt: skip
 
 
 def mapping(model_path: Path, tmp: Path) -> None:
@@ -354,8 +400,9 @@ def mapping(model_path: Path, tmp: Path) -> None:
             p, _ = psnr_db(e, "uint16")
             peak = float(max(e.hi) - min(e.lo))
             s, i = seam_psnr(ref, out, np.ones(ref.shape[1:], bool), grid, peak)
+            deficit = round(i - s, 2) if grid.rows * grid.cols > 1 else "one tile"
             rows.append([name, mode, round(8 * size / px, 4), round(float(np.mean(p)), 2),
-                         round(float(np.min(p)), 2), round(i - s, 2)])  # fmt: skip
+                         round(float(np.min(p)), 2), deficit])  # fmt: skip
     print(f"### bit-depth mapping, 16-bit dev scenes, tile 256, {_load()}")
     _table(["scene", "mapping", "bpp", "PSNR mean (dB)", "PSNR min (dB)", "seam deficit (dB)"],
            rows)  # fmt: skip
@@ -383,17 +430,18 @@ def main() -> int:
     small = work / "naip-2048.tif"
     if not small.exists():
         build_scene(small, 2048)
+    big = work / f"naip-{args.big}.tif"
+    if ("rss" in sections or "throughput" in sections) and not big.exists():
+        build_scene(big, args.big)
     if "throughput" in sections:
-        throughput(small, model, work, args.repeats)
+        throughput(small, model, work, args.repeats, full=True)
+        throughput(big, model, work, 1, full=False)
     if "chunks" in sections:
-        chunks(small, model, work)
+        chunks(small, model, work, args.repeats)
     if "rss" in sections:
-        big = work / f"naip-{args.big}.tif"
-        if not big.exists():
-            build_scene(big, args.big)
         rss([small, big], model, work)
     if "seams" in sections:
-        seams(model, work)
+        seams(model, work, [])
     if "mapping" in sections:
         mapping(model, work)
     print(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg()}))

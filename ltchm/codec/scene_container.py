@@ -44,6 +44,7 @@ __all__ = [
     "SourceInfo",
     "TileRecord",
     "TilingInfo",
+    "header_of",
     "pack_tile",
     "unpack_tile",
 ]

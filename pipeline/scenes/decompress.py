@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from ltchm.codec.container import ContainerError
 from ltchm.codec.identity import ModelIdentity
 from ltchm.codec.image import ModelMismatchError
-from ltchm.codec.scene_container import SceneHeader, SceneReader
+from ltchm.codec.scene_container import SceneHeader, SceneReader, header_of
 from ltchm.config import ConfigError, load_config
 
 __all__ = ["bbox_window", "decompress_scene", "main"]
@@ -32,7 +32,7 @@ def bbox_window(header: SceneHeader, bbox: tuple[float, float, float, float]) ->
     if not (minx < maxx and miny < maxy):
         raise ValueError(f"bbox needs minx < maxx and miny < maxy, got {list(bbox)}")
     inv = ~Affine(*header.transform)
-    corners = [inv * (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+    corners = [inv @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
     cols = [c for c, _ in corners]
     rows = [r for _, r in corners]
     # a pixel belongs to the box if any of it lies inside: floor the start, ceil the end
@@ -42,8 +42,8 @@ def bbox_window(header: SceneHeader, bbox: tuple[float, float, float, float]) ->
     r1 = min(header.height, math.ceil(max(rows) - 1e-9))
     if c1 <= c0 or r1 <= r0:
         t = Affine(*header.transform)
-        x0, y0 = t * (0, 0)
-        x1, y1 = t * (header.width, header.height)
+        x0, y0 = t @ (0, 0)
+        x1, y1 = t @ (header.width, header.height)
         raise ValueError(
             f"bbox {list(bbox)} does not meet the scene (its bounds: "
             f"{min(x0, x1)} {min(y0, y1)} {max(x0, x1)} {max(y0, y1)})"
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "ltchm decompress-scene"
     try:
         if args.info:
-            with SceneReader(args.input) as r:
-                print(json.dumps(json.loads(r.header.to_json()), indent=1))
+            print(json.dumps(header_of(args.input), indent=1))
             return 0
         if args.out is None:
             parser.error("OUT is required (or --info)")

@@ -27,6 +27,7 @@ from pipeline.scenes.mosaic import grid_of
 from pipeline.scenes.source import (
     describe_scene,
     file_sha256,
+    gdal_cache,
     open_scene,
     read_tile,
     scan_ranges,
@@ -77,7 +78,8 @@ def plan_scene(
             ),
         )
         if mode == "scene-linear":
-            lo, hi = scan_ranges(ds, header)
+            with gdal_cache(ds.width, ds.count, ds.dtypes[0]):
+                lo, hi = scan_ranges(ds, header)
             header = header.model_copy(update={"mapping": MappingInfo(mode=mode, lo=lo, hi=hi)})
         elif mode == "tile-linear":
             header = header.model_copy(update={"mapping": MappingInfo(mode=mode)})
@@ -89,7 +91,7 @@ def iter_tiles(
 ) -> Iterator[bytes]:
     """The packed records of tiles ``indices`` of the planned scene at ``path``, one by one."""
     grid = grid_of(header)
-    with open_scene(path) as ds:
+    with gdal_cache(header.width, header.count, header.dtype), open_scene(path) as ds:
         if (ds.width, ds.height, ds.count) != (header.width, header.height, header.count):
             raise ValueError(f"{path}: the source changed since it was planned")
         for i in indices:

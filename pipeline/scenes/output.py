@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ltchm.atomic import atomic_path
 from ltchm.codec.scene_container import SceneHeader
 from pipeline.scenes.mosaic import Block, nodata_of
+from pipeline.scenes.source import gdal_cache
 
 __all__ = ["BLOCK", "write_raster"]
 
@@ -38,7 +39,7 @@ BLOCK = 512
 def _profile(header: SceneHeader, window: Window) -> dict[str, Any]:
     transform = Affine(*header.transform)
     if window.col_off or window.row_off:
-        transform = transform * Affine.translation(window.col_off, window.row_off)
+        transform = transform @ Affine.translation(window.col_off, window.row_off)
     w, h = int(window.width), int(window.height)
     block = BLOCK if max(w, h) > BLOCK else 256
     profile: dict[str, Any] = {
@@ -113,8 +114,9 @@ def write_raster(
     profile = _profile(header, window)
     c0, r0 = int(window.col_off), int(window.row_off)
     stage = out.with_name(f".{out.name}.{os.getpid()}.stage.tif")
+    cache = (profile["width"], header.count, header.dtype)
     try:
-        with rasterio.open(stage, "w", **profile) as dst:
+        with gdal_cache(*cache), rasterio.open(stage, "w", **profile) as dst:
             _describe(dst, header)
             total = int(window.width) * int(window.height)
             with tqdm(
@@ -159,7 +161,7 @@ def write_raster(
                 options["PHOTOMETRIC"] = profile["photometric"]
             if "ALPHA" in profile:
                 options["ALPHA"] = "YES"
-        with atomic_path(out) as tmp:
+        with gdal_cache(*cache), atomic_path(out) as tmp:
             rasterio.shutil.copy(stage, tmp, **options)
     finally:
         for p in (

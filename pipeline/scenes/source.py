@@ -29,6 +29,7 @@ __all__ = [
     "SceneError",
     "SourceTile",
     "describe_scene",
+    "gdal_cache",
     "gdal_nodata",
     "open_scene",
     "read_tile",
@@ -58,6 +59,18 @@ class SourceTile:
     valid: np.ndarray
     planes: np.ndarray
     alpha: np.ndarray | None
+
+
+def gdal_cache(width: int, bands: int, dtype: str, block: int = 512) -> rasterio.Env:
+    """A rasterio environment whose GDAL block cache holds about three block rows of a scene.
+
+    GDAL's default cache is 5 % of the machine's memory per process and fills with every
+    block read or written: a worker's memory would grow with the scene up to that. Three
+    rows of 512-pixel blocks (at least 64 MiB, at most 1 GiB) are what tile reads with
+    overlap and the mosaic's writes revisit.
+    """
+    row = width * block * bands * np.dtype(dtype).itemsize
+    return rasterio.Env(GDAL_CACHEMAX=int(min(1024, max(64, 3 * row / 2**20))))
 
 
 def open_scene(path: str) -> rasterio.DatasetReader:
@@ -180,8 +193,8 @@ def read_tile(ds: rasterio.DatasetReader, window: Window, header: Any) -> Source
     alpha = None
     mode = header.mask.mode
     if mode == "nodata":
+        planes[:] = ds.read_masks(list(header.mask.bands), window=window) > 0
         for p, b in enumerate(header.mask.bands):
-            planes[p] = ds.read_masks(b, window=window) > 0
             if b in bands:
                 valid[bands.index(b)] &= planes[p]
     elif mode == "dataset":

@@ -15,9 +15,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from pipeline.scenes.mosaic import SceneDecoder
-from pipeline.scenes.source import open_scene, read_tile
+from pipeline.scenes.source import gdal_cache, open_scene, read_tile
 
-__all__ = ["BandErrors", "psnr_db", "window_errors"]
+__all__ = ["BandErrors", "psnr_db", "region_psnr", "seam_mask", "seam_psnr", "window_errors"]
 
 
 @dataclass
@@ -81,7 +81,7 @@ def window_errors(decoder: SceneDecoder, source: str, window: Window) -> BandErr
     header = decoder.header
     errors = BandErrors.empty(header.count)
     bands = header.coded_bands
-    with open_scene(source) as ds:
+    with gdal_cache(header.width, header.count, header.dtype), open_scene(source) as ds:
         for block in decoder.blocks(window):
             src = read_tile(ds, block.window, header)
             for b in range(1, header.count + 1):
@@ -105,6 +105,32 @@ def window_errors(decoder: SceneDecoder, source: str, window: Window) -> BandErr
     return errors
 
 
+def seam_mask(grid: Any, band: int = 8) -> np.ndarray:
+    """(H, W) bool: the pixels within ``band`` px around the tiles' seams.
+
+    Seams are where the output switches from one tile to the next: the tiles' ownership
+    boundaries (the midlines of the overlaps; the tile edges without overlap).
+    """
+    near = np.zeros((grid.height, grid.width), dtype=bool)
+    half = band // 2
+    for k in range(1, grid.y.count):
+        line = grid.y.own(k)[0]
+        near[max(0, line - half) : line + half, :] = True
+    for k in range(1, grid.x.count):
+        line = grid.x.own(k)[0]
+        near[:, max(0, line - half) : line + half] = True
+    return near
+
+
+def region_psnr(source: np.ndarray, decoded: np.ndarray, region: np.ndarray, peak: float) -> float:
+    """PSNR over the (H, W) ``region`` of (C, H, W) arrays, all bands together."""
+    if not region.any():
+        return math.nan
+    err = decoded[:, region].astype(np.float64) - source[:, region].astype(np.float64)
+    mse = float(np.mean(err * err))
+    return 10 * math.log10(peak * peak / mse) if mse > 0 else math.inf
+
+
 def seam_psnr(
     source: np.ndarray,
     decoded: np.ndarray,
@@ -113,26 +139,12 @@ def seam_psnr(
     peak: float = 255.0,
     band: int = 8,
 ) -> tuple[float, float]:
-    """(PSNR within ``band`` pixels around the tiles' seams, PSNR elsewhere), all bands.
+    """(PSNR within ``band`` px around the seams, PSNR elsewhere) over ``valid`` pixels.
 
-    Seams are where the output switches from one tile to the next: the tiles' ownership
-    boundaries (the midlines of the overlaps; the tile edges without overlap). Arrays are
-    (C, H, W) over the whole scene; ``valid`` (H, W) selects the pixels compared.
+    Arrays are (C, H, W) over the whole scene, ``valid`` (H, W).
     """
-    H, W = source.shape[-2:]
-    near = np.zeros((H, W), dtype=bool)
-    half = band // 2
-    for axis, length in ((grid.y, H), (grid.x, W)):
-        for k in range(1, axis.count):
-            line = axis.own(k)[0]
-            lo, hi = max(0, line - half), min(length, line + half)
-            if axis is grid.y:
-                near[lo:hi, :] = True
-            else:
-                near[:, lo:hi] = True
-    err = (decoded.astype(np.float64) - source.astype(np.float64)) ** 2
-    out = []
-    for region in (near & valid, ~near & valid):
-        mse = float(err[:, region].mean()) if region.any() else math.nan
-        out.append(10 * math.log10(peak * peak / mse) if mse > 0 else math.inf)
-    return out[0], out[1]
+    near = seam_mask(grid, band)
+    return (
+        region_psnr(source, decoded, near & valid, peak),
+        region_psnr(source, decoded, ~near & valid, peak),
+    )

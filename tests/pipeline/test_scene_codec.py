@@ -250,13 +250,21 @@ def test_seams_do_not_show(model, scenes_dir, tmp_path):
     assert deficit[ScenesConfig().overlap] < 0.3, deficit
 
 
-def test_tile_linear_mapping_stores_ranges_per_tile(model, scenes_dir, tmp_path, store):
+@pytest.mark.parametrize("mode", ["scene-linear", "tile-linear"])
+def test_bit_depth_mappings_store_their_ranges(mode, model, scenes_dir, tmp_path, store):
     src = scenes_dir / SCENES["rgb16"]
     path = tmp_path / "t.ltcs"
-    encode_scene(src, path, TileCoder(model), CFG.model_copy(update={"bit_mapping": "tile-linear"}))
+    encode_scene(src, path, TileCoder(model), CFG.model_copy(update={"bit_mapping": mode}))
+    with rasterio.open(src) as ds:
+        lo = [float(ds.read(b).min()) for b in (1, 2, 3)]
     with SceneReader(path) as r:
-        assert r.header.mapping.mode == "tile-linear" and not r.header.mapping.lo
-        assert all(len(r.tile(i).mapping) == 3 for i in range(len(r)))
+        m = r.header.mapping
+        assert m.mode == mode
+        if mode == "scene-linear":  # the scene's valid range per band, in the header
+            assert m.lo == lo and all(r.tile(i).mapping is None for i in range(len(r)))
+        else:  # per tile, in each tile record
+            assert not m.lo and all(len(r.tile(i).mapping) == 3 for i in range(len(r)))
+            assert [min(r.tile(i).mapping[c][0] for i in range(len(r))) for c in range(3)] == lo
     out = tmp_path / "t.tif"
     assert main([str(path), str(out), "--model", str(_model_path(model)), "--no-progress"]) == 0
     assert all(p > 14.0 for p in _native_psnr(src, out))
