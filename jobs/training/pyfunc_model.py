@@ -7,8 +7,7 @@ its ``.ltc`` file in bytes and its bits per pixel; for coding files use ``ltchm.
 (``ltchm.codec.load_model("models:/...")`` loads the same checkpoint).
 """
 
-from __future__ import annotations
-
+import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
@@ -19,7 +18,9 @@ class LtchmCodec(PythonModel):
 
         self.codec = ImageCodec(load_checkpoint(context.artifacts["checkpoint"]))
 
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint: MLflow infers no schema from it (none fits "paths, as a list or a
+    # column") and, unlike no hint, does not warn about it at every logging and loading.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from ltchm.codec import bits_per_pixel
         from ltchm.imageio import read_image
 

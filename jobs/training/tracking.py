@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,9 +186,7 @@ def log_and_register_model(
 
     name = registered_name(cfg)
     client = MlflowClient(uri)
-    with using_tracking_uri(uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        # predict takes file paths or a DataFrame of them: no signature to infer from hints
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+    with using_tracking_uri(uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC),

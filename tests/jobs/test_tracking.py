@@ -43,3 +43,24 @@ def test_registering_restores_the_tracking_uri(tmp_path, monkeypatch) -> None:
     assert mlflow.get_tracking_uri() == user_store
     model = load_model("models:/ltchm-lambda512@candidate")
     assert identity_of(model).weights_hash == user_hash
+
+
+def test_registered_pyfunc_codes_images(tmp_path, ucm_dir, monkeypatch) -> None:
+    """``mlflow.pyfunc.load_model`` of a registered version reports real coded sizes."""
+    import pandas as pd
+
+    from ltchm.codec import ImageCodec
+    from ltchm.imageio import list_images, read_image
+
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    _register(tmp_path, store, seed=3)
+    pyfunc = mlflow.pyfunc.load_model("models:/ltchm-lambda512@candidate")
+    images = [str(p) for p in list_images(ucm_dir)[:2]]
+    rows = pyfunc.predict(pd.DataFrame({"path": images}))
+    assert pyfunc.predict(images) == rows  # a plain list of paths works too
+    codec = ImageCodec(load_model("models:/ltchm-lambda512@candidate"))
+    for row, path in zip(rows, images, strict=True):
+        x = read_image(path)
+        assert row["path"] == path and row["bytes"] == len(codec.encode(x))
+        assert row["bpp"] == 8 * row["bytes"] / (x.shape[-1] * x.shape[-2])
