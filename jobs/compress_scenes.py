@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import fcntl
 import functools
 import hashlib
 import heapq
@@ -44,11 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from jobs.local_state import OutputDirError, locked_output, ray_session
 from ltchm.atomic import atomic_path, atomic_write_text
 from ltchm.config import ConfigError, ScenesConfig, load_config
 from pipeline.archives import RASTER_SUFFIXES, ArchiveError, Member, list_source
 
-__all__ = ["Scene", "SceneWorker", "compress_scenes", "list_scenes", "main"]
+__all__ = ["OutputDirError", "Scene", "SceneWorker", "compress_scenes", "list_scenes", "main"]
 
 STATE_DIR = ".compress_scenes"
 REPORT_FIELDS = (
@@ -318,25 +318,6 @@ class _RayPool:
             return item, None, exc, True
 
 
-@contextlib.contextmanager
-def _ray(address: str | None) -> Iterator[None]:
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    # address="local": a bare ray.init() would join any cluster found on this machine.
-    kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": True}
-    if address is None:
-        kwargs["include_dashboard"] = False
-    ray.init(**kwargs)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 # -- the job -----------------------------------------------------------------------------------
 @dataclass
 class _State:
@@ -357,10 +338,6 @@ class _State:
     verify_s: float = 0.0
     failed: bool = False
     renamed: bool = False  # the complete file is in place (verification may still fail)
-
-
-class OutputDirError(RuntimeError):
-    """Another job is writing into the output folder."""
 
 
 def fingerprint(cfg: ScenesConfig, weights_hash: str) -> str:
@@ -392,20 +369,6 @@ def _clear_temps(out_dir: Path) -> None:
         for f in files:
             if _TEMP.match(f) or f.endswith(".stage.tif"):
                 Path(dirpath, f).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    state = out_dir / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputDirError(
-                f"{out_dir}: another compress-scenes job is writing here"
-            ) from None
-        yield
 
 
 def _psnr_fields(errors: Any, dtype: str) -> dict[str, Any]:
@@ -470,7 +433,7 @@ def compress_scenes(
     store_model(driver_coder.model, weights)
     fp = fingerprint(cfg, weights)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(out_dir):
+    with locked_output(out_dir, STATE_DIR, "compress-scenes"):
         _clear_temps(out_dir)
         records = {i: _load_record(out_dir, s, fp) for i, s in enumerate(scenes)}
         with contextlib.ExitStack() as stack:
@@ -507,7 +470,7 @@ def _pool_ray(
 ) -> Iterator[_RayPool]:
     import ray
 
-    with _ray(address):
+    with ray_session(address):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = cfg.workers or max(1, cpus // cfg.cpus_per_worker)
         gpus = 1 if device.startswith("cuda") else 0

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
-import os
 import re
 import sys
 import time
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.local_state import OutputDirError, locked_output, ray_session
 from ltchm.atomic import atomic_write_text
 from ltchm.config import ConfigError, PreprocessConfig, load_config
 from pipeline.archives import LAYOUTS, ArchiveError
@@ -49,10 +48,6 @@ __all__ = ["OutputDirError", "PreprocessResult", "main", "preprocess"]
 _TEMP = re.compile(r"^\.((train|val|test)-\d{6}\.tar|manifest\.json)\..+")
 
 
-class OutputDirError(RuntimeError):
-    """The output folder holds a different job's shards, or another job is writing to it."""
-
-
 @dataclass
 class PreprocessResult:
     manifest: dict[str, Any]
@@ -67,18 +62,6 @@ class PreprocessResult:
     def timings(self) -> dict[str, float]:
         """Seconds per phase summed over all shard tasks (decode, tile, encode, write)."""
         return {p: sum(r["timings"][p] for r in self.records) for p in PHASES}
-
-
-@contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    state = out_dir / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputDirError(f"{out_dir}: another preprocess job is writing here") from None
-        yield
 
 
 def _prepare_out(out_dir: Path, plan: Plan, overwrite: bool) -> None:
@@ -128,25 +111,6 @@ def _build_row(row: dict[str, Any], out_dir: str, config: str) -> dict[str, Any]
 
 
 @contextlib.contextmanager
-def _ray(address: str | None) -> Iterator[None]:
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    # address="local": a bare ray.init() would join any cluster found on this machine.
-    kwargs: dict[str, Any] = {"address": address or "local"}
-    if address is None:
-        kwargs["include_dashboard"] = False
-    ray.init(**kwargs)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@contextlib.contextmanager
 def _data_context(**settings: Any) -> Iterator[None]:
     """Ray Data settings for this job only (the context is process-wide)."""
     import ray.data
@@ -174,7 +138,7 @@ def _run_ray(
 
     rows = [{"name": s.name, "plan": s.to_json()} for s in plan.shards]
     with (
-        _ray(address),
+        ray_session(address),
         _data_context(
             enable_progress_bars=False,  # one bar, ours, counts shards and samples
             print_on_execution_start=False,
@@ -244,7 +208,7 @@ def preprocess(
     out_dir = Path(out_dir).resolve()
     plan = make_plan(inputs, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(out_dir):
+    with locked_output(out_dir, STATE_DIR, "preprocess"):
         _prepare_out(out_dir, plan, overwrite)
         bar = tqdm(
             total=len(plan.shards),

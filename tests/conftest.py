@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from processes import ray_nodes
 
 from ltchm.codec import save_checkpoint
 from ltchm.imageio import list_images, read_image
@@ -30,6 +32,36 @@ def dev_dir() -> Path:
 @pytest.fixture(scope="session")
 def ucm_dir(dev_dir: Path) -> Path:
     return dev_dir / "ucm"
+
+
+@pytest.fixture(scope="session")
+def scenes_dir() -> Path:
+    """The georeferenced dev scenes (the embedded samples hold only three of them)."""
+    dev = dev_data()
+    if dev is None or not (dev / "scenes").is_dir():
+        pytest.skip("needs the development data (../shared/data/dev/scenes)")
+    return dev / "scenes"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A real local Ray (2 CPUs) for in-process job runs; the jobs reuse it."""
+    import ray
+
+    if ray.is_initialized():  # left by another test module: use it, leave it
+        yield
+        return
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A one-node Ray cluster (2 CPUs) started with ``ray start --head``, for ``ray job
+    submit``: (dashboard URL, environment)."""
+    with ray_nodes(tmp_path, cpus=[2]) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

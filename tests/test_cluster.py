@@ -9,26 +9,16 @@ scene job are submitted with ``ray job submit``, as on a real cluster.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 import urllib.request
-import uuid
-from pathlib import Path
 
 import pytest
 import rasterio
 from mlflow import MlflowClient
+from processes import VENV_BIN, free_port, ray_nodes, stop, wait_for
 
 from ltchm.paths import REPO_ROOT
 from pipeline.scenes.decompress import main as decompress_scene
-
-VENV_BIN = Path(sys.executable).parent
 
 TRAIN_YAML = """\
 model: {N: 8}
@@ -46,32 +36,6 @@ data: {shuffle_buffer: 8, epoch_length: 8}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 180) -> None:
-    t0 = time.monotonic()
-    while not condition():
-        assert proc.poll() is None, f"{what}: the process ended (exit {proc.returncode})"
-        assert time.monotonic() - t0 < timeout, f"{what}: timed out"
-        time.sleep(0.2)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Signal the process group: never ``ray stop``, which stops every Ray on the machine."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -84,7 +48,7 @@ def _http_ok(url: str) -> bool:
 def mlflow_server(tmp_path_factory):
     """``mlflow server``: SQLite backend store, local artifact root served by the server."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
     proc = subprocess.Popen(
         [
@@ -97,57 +61,17 @@ def mlflow_server(tmp_path_factory):
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: _http_ok(f"{uri}/health"), proc, "mlflow server", timeout=120)
+        wait_for(lambda: _http_ok(f"{uri}/health"), proc, "mlflow server", timeout=120)
         yield uri
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A head and a second node, one CPU each, with their own temp dir and auth token."""
-    logs = tmp_path_factory.mktemp("ray")
-    temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # Unix socket paths <= 107 bytes
-    ports = {k: _free_port() for k in ("gcs", "dashboard", "client", "agent", "agent2")}
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": uuid.uuid4().hex,
-    }
-    env.pop("RAY_ADDRESS", None)
-    ray = str(VENV_BIN / "ray")
-    common = ["--block", "--num-cpus", "1", "--temp-dir", str(temp), "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [
-            ray, "start", "--head", *common, "--port", str(ports["gcs"]),
-            "--dashboard-port", str(ports["dashboard"]), "--dashboard-host", "127.0.0.1",
-            "--include-dashboard", "true", "--ray-client-server-port", str(ports["client"]),
-            "--dashboard-agent-listen-port", str(ports["agent"]),
-            "--node-ip-address", "127.0.0.1",
-        ],
-        env=env, stdout=(logs / "head.log").open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    procs = [head]
-    try:
-        _wait_for(lambda: "block forever" in (logs / "head.log").read_text(), head, "ray head")
-        node = subprocess.Popen(
-            [
-                ray, "start", "--address", f"127.0.0.1:{ports['gcs']}", *common,
-                "--dashboard-agent-listen-port", str(ports["agent2"]),
-                "--node-ip-address", "127.0.0.1",
-            ],
-            env=env, stdout=(logs / "node.log").open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        procs.append(node)
-        _wait_for(lambda: "block forever" in (logs / "node.log").read_text(), node, "ray node")
-        yield f"http://127.0.0.1:{ports['dashboard']}", env
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        shutil.rmtree(temp, ignore_errors=True)
+    with ray_nodes(tmp_path_factory.mktemp("ray"), cpus=[1, 1]) as cluster:
+        yield cluster
 
 
 def _submit(cluster, args: list[str], env_vars: dict[str, str] | None = None, timeout=900):

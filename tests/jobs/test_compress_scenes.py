@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-import uuid
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-import ray
+from processes import VENV_BIN
 
 from jobs.compress_scenes import main
 from ltchm.codec.scene_container import SceneReader
@@ -29,7 +22,6 @@ from pipeline.scenes.decompress import main as decompress
 
 pytestmark = pytest.mark.slow
 
-VENV_BIN = Path(sys.executable).parent
 SCENES = ["riocolor_rgb16.tif", "solaris_pan1.tif", "paddlers_ssst_multispectral.tif"]
 # An untrained registry model (seed 0: every worker builds the same weights) keeps this fast;
 # the quality of the codec is tested in tests/pipeline/test_scene_codec.py.
@@ -40,26 +32,19 @@ scenes: {tile_size: 256, overlap: 16, chunk_tiles: 2}
 
 
 @pytest.fixture(scope="module")
-def dev_scenes(dev_dir) -> Path:
-    if not (dev_dir / "scenes").is_dir():
-        pytest.skip("needs the development data (../shared/data/dev/scenes)")
-    return dev_dir / "scenes"
-
-
-@pytest.fixture(scope="module")
-def inputs(dev_scenes, tmp_path_factory) -> dict[str, Path]:
+def inputs(scenes_dir, tmp_path_factory) -> dict[str, Path]:
     """A folder of real scenes plus a truncated one and a README; a zip with one scene."""
     root = tmp_path_factory.mktemp("inputs")
     folder = root / "archive"
     (folder / "sub").mkdir(parents=True)
     for name in SCENES:
-        shutil.copy(dev_scenes / name, folder / "sub" / name)
-    data = (dev_scenes / "rasterio_rgb1.tif").read_bytes()
+        shutil.copy(scenes_dir / name, folder / "sub" / name)
+    data = (scenes_dir / "rasterio_rgb1.tif").read_bytes()
     (folder / "broken.tif").write_bytes(data[: len(data) // 3])
     (folder / "README.txt").write_text("not a scene")
     zpath = root / "pieces.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
-        zf.write(dev_scenes / "rasterio_rgb4.tif", "tiles/rgb4.tif")
+        zf.write(scenes_dir / "rasterio_rgb4.tif", "tiles/rgb4.tif")
     config = root / "scenes.yaml"
     config.write_text(CONFIG)
     return {"folder": folder, "zip": zpath, "config": config}
@@ -70,17 +55,6 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LTCHM_MODEL_STORE", str(tmp_path_factory.mktemp("store")))
         yield
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A real local Ray (2 CPUs) for the in-process runs; the job reuses it."""
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
 
 
 def _args(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
@@ -109,7 +83,7 @@ def _no_leftovers(out: Path) -> None:
     assert hidden == []
 
 
-def test_batch_with_a_broken_scene_completes_the_others(first_run, inputs, dev_scenes):
+def test_batch_with_a_broken_scene_completes_the_others(first_run, inputs, scenes_dir):
     report = _report(first_run)
     assert set(report) == {
         "archive/broken.tif", "archive/sub/paddlers_ssst_multispectral.tif",
@@ -133,13 +107,13 @@ def test_batch_with_a_broken_scene_completes_the_others(first_run, inputs, dev_s
     _no_leftovers(first_run)
 
 
-def test_outputs_decode_to_the_sources_georeferencing(first_run, dev_scenes, tmp_path):
+def test_outputs_decode_to_the_sources_georeferencing(first_run, scenes_dir, tmp_path):
     """Through the CLI and the local model store the job filled (no --model)."""
     for ltcs, src in [("archive/sub/solaris_pan1.ltcs", "solaris_pan1.tif"),
                       ("pieces.zip/tiles/rgb4.ltcs", "rasterio_rgb4.tif")]:  # fmt: skip
         out = tmp_path / f"{Path(src).stem}.tif"
         assert decompress([str(first_run / ltcs), str(out), "--no-progress"]) == 0
-        with rasterio.open(dev_scenes / src) as a, rasterio.open(out) as b:
+        with rasterio.open(scenes_dir / src) as a, rasterio.open(out) as b:
             assert (b.crs, b.transform, b.shape, b.dtypes, b.nodatavals) == (
                 a.crs, a.transform, a.shape, a.dtypes, a.nodatavals)  # fmt: skip
             assert np.array_equal(b.read_masks(), a.read_masks())
@@ -191,60 +165,6 @@ def test_bad_model_or_config_is_a_clear_error(inputs, tmp_path, capsys):
     assert main(args) == 2
     assert "overlap" in capsys.readouterr().err
     assert not list(out.rglob("*.ltcs")) if out.exists() else True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(cond, proc, timeout: float) -> None:
-    t0 = time.time()
-    while not cond():
-        if proc.poll() is not None:
-            raise RuntimeError("ray start exited")
-        if time.time() - t0 > timeout:
-            raise TimeoutError("ray head did not start")
-        time.sleep(0.5)
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """``ray start --head --block`` on free ports with its own temp dir and auth token; stopped
-    by signalling its process group, never with ``ray stop`` (which stops every Ray here)."""
-    temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Unix socket paths <= 107
-    ports = {k: _free_port() for k in ("gcs", "dashboard", "client", "agent")}
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": uuid.uuid4().hex,
-    }
-    env.pop("RAY_ADDRESS", None)
-    log = tmp_path / "head.log"
-    head = subprocess.Popen(
-        [
-            str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2",
-            "--port", str(ports["gcs"]), "--dashboard-port", str(ports["dashboard"]),
-            "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
-            "--ray-client-server-port", str(ports["client"]),
-            "--dashboard-agent-listen-port", str(ports["agent"]),
-            "--temp-dir", str(temp), "--disable-usage-stats",
-        ],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        _wait_for(lambda: "block forever" in log.read_text(), head, timeout=120)
-        yield f"http://127.0.0.1:{ports['dashboard']}", env
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_job_submit_writes_the_same_tiles(first_run, inputs, ray_head, tmp_path):

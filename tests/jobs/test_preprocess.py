@@ -7,15 +7,10 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import tempfile
-import time
-import uuid
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -23,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import ray
 import webdataset as wds
 from PIL import Image
+from processes import VENV_BIN, wait_for
 
 from jobs.preprocess import main, preprocess
 from ltchm.config import PreprocessConfig
@@ -35,7 +30,6 @@ from pipeline.tiling import tile_grid
 
 pytestmark = pytest.mark.slow
 
-VENV_BIN = Path(sys.executable).parent
 # Small archives, one image per shard: enough shards to kill a run in the middle of.
 SMALL_ARGS = ["--workers", "1", "--shard-max-bytes", "1024", "--no-progress"]
 
@@ -104,17 +98,6 @@ def inputs(dev: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
 @pytest.fixture(scope="module")
 def small_inputs(inputs) -> list[str]:
     return [str(inputs["part1"]), str(inputs["ucm"])]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A real local Ray (2 CPUs) for the in-process runs; the job reuses it."""
-    if ray.is_initialized():  # left by another test module: use it, leave it
-        yield
-        return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
 
 
 # More val/test than 8:1:1 so that 33 images surely give all three splits.
@@ -295,19 +278,11 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 180) -> None:
-    t0 = time.monotonic()
-    while not condition():
-        assert proc.poll() is None, "the job ended before the condition was met"
-        assert time.monotonic() - t0 < timeout, "timed out"
-        time.sleep(0.01)
-
-
 def test_resume_after_the_driver_is_killed(small_inputs, small_reference, tmp_path):
     out = tmp_path / "killed"
     proc = _spawn([*small_inputs, "--out", str(out), *SMALL_ARGS], tmp_path / "job.log")
     try:
-        _wait_for(lambda: len(list(out.glob("*.tar"))) >= 2, proc)
+        wait_for(lambda: len(list(out.glob("*.tar"))) >= 2, proc, "the job", interval=0.01)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -339,7 +314,12 @@ def test_a_killed_ray_worker_is_retried(small_inputs, small_reference, tmp_path)
         return None
 
     try:
-        _wait_for(lambda: len(list(out.glob("*.tar"))) >= 2 and busy_worker() is not None, proc)
+        wait_for(
+            lambda: len(list(out.glob("*.tar"))) >= 2 and busy_worker() is not None,
+            proc,
+            "the job",
+            interval=0.01,
+        )
         busy_worker().kill()  # SIGKILL mid-task: Ray retries the task on a new worker
         assert proc.wait(timeout=180) == 0, log.read_text()
     finally:
@@ -348,53 +328,6 @@ def test_a_killed_ray_worker_is_retried(small_inputs, small_reference, tmp_path)
     assert "worker died or was killed while executing a task" in log.read_text()
     assert _shard_set(out) == _shard_set(small_reference)
     _no_leftovers(out)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """``ray start --head --block`` on free ports, with its own temp dir and auth token.
-
-    Stopped by signalling the process group it was started in, never with ``ray stop``
-    (which stops every Ray on the machine).
-    """
-    temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Unix socket paths <= 107
-    ports = {k: _free_port() for k in ("gcs", "dashboard", "client", "agent")}
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": uuid.uuid4().hex,
-    }
-    env.pop("RAY_ADDRESS", None)
-    log = tmp_path / "head.log"
-    head = subprocess.Popen(
-        [
-            str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2",
-            "--port", str(ports["gcs"]), "--dashboard-port", str(ports["dashboard"]),
-            "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
-            "--ray-client-server-port", str(ports["client"]),
-            "--dashboard-agent-listen-port", str(ports["agent"]),
-            "--temp-dir", str(temp), "--disable-usage-stats",
-        ],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        _wait_for(lambda: "block forever" in log.read_text(), head, timeout=120)
-        yield f"http://127.0.0.1:{ports['dashboard']}", env
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_job_submit_gives_the_same_shards(small_inputs, small_reference, ray_head, tmp_path):

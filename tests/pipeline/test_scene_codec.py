@@ -63,13 +63,6 @@ def model(scene_model_path):
 
 
 @pytest.fixture(scope="module")
-def scenes_dir(dev_dir) -> Path:
-    if not (dev_dir / "scenes").is_dir():
-        pytest.skip("needs the development data (../shared/data/dev/scenes)")
-    return dev_dir / "scenes"
-
-
-@pytest.fixture(scope="module")
 def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         path = tmp_path_factory.mktemp("store")

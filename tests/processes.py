@@ -1,0 +1,102 @@
+"""Real Ray nodes and servers as separate processes for the tests: ports, waiting, stopping.
+
+Processes start in their own session and are stopped by signalling that process group, never
+with ``ray stop`` (which stops every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+__all__ = ["VENV_BIN", "free_port", "ray_nodes", "stop", "wait_for"]
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    proc: subprocess.Popen,
+    what: str,
+    timeout: float = 180,
+    interval: float = 0.2,
+) -> None:
+    """Poll ``condition`` until it holds; fail if ``proc`` ends or ``timeout`` passes first."""
+    t0 = time.monotonic()
+    while not condition():
+        assert proc.poll() is None, f"{what}: the process ended (exit {proc.returncode})"
+        assert time.monotonic() - t0 < timeout, f"{what}: timed out"
+        time.sleep(interval)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it after 10 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def ray_nodes(logs: Path, cpus: Sequence[int]) -> Iterator[tuple[str, dict[str, str]]]:
+    """``ray start --head`` (``cpus[0]`` CPUs) and a node per further entry, on free ports,
+    with their own temp dir and auth token; yields (dashboard URL, env for ``ray job submit``).
+    """
+    temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # Unix socket paths <= 107 bytes
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": uuid.uuid4().hex,
+    }
+    env.pop("RAY_ADDRESS", None)
+    gcs, dashboard = free_port(), free_port()
+    ray = str(VENV_BIN / "ray")
+    procs: list[subprocess.Popen] = []
+    try:
+        for i, n in enumerate(cpus):
+            if i == 0:
+                role = [
+                    "--head", "--port", str(gcs), "--dashboard-port", str(dashboard),
+                    "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+                    "--ray-client-server-port", str(free_port()),
+                ]  # fmt: skip
+            else:
+                role = ["--address", f"127.0.0.1:{gcs}"]
+            log = logs / ("head.log" if i == 0 else f"node{i}.log")
+            proc = subprocess.Popen(
+                [
+                    ray, "start", *role, "--block", "--num-cpus", str(n),
+                    "--dashboard-agent-listen-port", str(free_port()),
+                    "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp),
+                    "--disable-usage-stats",
+                ],
+                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            procs.append(proc)
+            wait_for(lambda log=log: "block forever" in log.read_text(), proc, log.stem)
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(temp, ignore_errors=True)
