@@ -80,7 +80,8 @@ def _lambda_configs(args: argparse.Namespace) -> list[Config]:
     return configs
 
 
-def _check_shards(shards: Path) -> None:
+def check_shards(shards: Path) -> None:
+    """Raise ``FileNotFoundError`` unless ``shards`` is a finished preprocessing output."""
     from pipeline.loader import shard_urls
 
     if not shards.exists():
@@ -91,19 +92,40 @@ def _check_shards(shards: Path) -> None:
         raise FileNotFoundError(f"{shards}: the manifest lists missing shards: {missing[:3]}")
 
 
+def cpus_per_worker(cfg: Config) -> int:
+    """``train.cpus_per_worker``, or when it is None each node's CPUs shared by the workers
+    that land on it (Ray must be initialised)."""
+    if cfg.train.cpus_per_worker is not None:
+        return cfg.train.cpus_per_worker
+    import ray
+
+    cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    cpus = [c for c in cpus if c > 0] or [1]
+    per_node = -(-cfg.train.workers // len(cpus))  # workers spread over the nodes
+    return max(1, min(cpus) // per_node)
+
+
 def _parallel_runs(configs: list[Config]) -> int:
     import ray
 
     total = ray.cluster_resources()
     cfg = configs[0].train
-    need_cpu = cfg.workers * cfg.cpus_per_worker
+    need_cpu = cfg.workers * cpus_per_worker(configs[0])
     fit = int(total.get("CPU", 0) // need_cpu)
     if cfg.use_gpu:
         fit = min(fit, int(total.get("GPU", 0) // cfg.workers))
     return max(1, min(fit, len(configs)))
 
 
-def _fit(cfg: Config, shards: Path, uri: str, run_id: str | None, storage: Path, args) -> Any:
+def _fit(
+    cfg: Config,
+    shards: Path,
+    uri: str,
+    run_id: str | None,
+    storage: Path,
+    args: argparse.Namespace,
+    t_launch: float | None = None,
+) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -111,6 +133,7 @@ def _fit(cfg: Config, shards: Path, uri: str, run_id: str | None, storage: Path,
 
     use_gpu = cfg.train.use_gpu
     ds_config = deepspeed_config(cfg, cfg.train.workers, use_gpu)
+    cpus = cpus_per_worker(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -120,13 +143,15 @@ def _fit(cfg: Config, shards: Path, uri: str, run_id: str | None, storage: Path,
             "run_id": run_id,
             "ds_config": ds_config,
             "use_gpu": use_gpu,
+            "threads": cpus,
+            "snapshot_dir": str(storage.parent / f"lambda_{cfg.loss.lmbda:g}" / "snapshots"),
+            "t_launch": t_launch,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.train.workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker}
-            | ({"GPU": 1} if use_gpu else {}),
+            resources_per_worker={"CPU": cpus} | ({"GPU": 1} if use_gpu else {}),
         ),
         run_config=RunConfig(
             name=f"lambda_{cfg.loss.lmbda:g}",
@@ -168,15 +193,16 @@ def finish(
 ) -> RunOutcome:
     """Consolidate the DeepSpeed checkpoint in ``ckpt_dir``, save it as a codec checkpoint,
     log and register it; or record why there is nothing to register."""
-    from mlflow import MlflowClient
-
     from jobs.training.consolidate import consolidate
-    from jobs.training.tracking import log_and_register_model
     from ltchm.codec import load_checkpoint, save_checkpoint
     from ltchm.zoo import model_from_config
 
     lmbda = cfg.loss.lmbda
-    client = MlflowClient(uri) if run_id else None
+    client = None
+    if run_id:  # MLflow is imported only where a run is tracked (the launcher can go without)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
     if error is not None:
         outcome = RunOutcome(lmbda, run_id, "failed", f"training failed: {error}")
     elif "nan_at_step" in metrics:
@@ -205,6 +231,8 @@ def finish(
         load_checkpoint(ckpt)  # the saved model loads and is ready to code
         registered = None
         if run_id:
+            from jobs.training.tracking import log_and_register_model
+
             registered = log_and_register_model(uri, run_id, ckpt, cfg, digest)
         outcome = RunOutcome(lmbda, run_id, "ok", "", ckpt, registered, int(metrics["step"]))
     if client is not None:
@@ -241,7 +269,7 @@ def plan_runs(configs: list[Config], shards: Path) -> Plan:
     )
 
     shards = Path(shards).resolve()
-    _check_shards(shards)
+    check_shards(shards)
     for cfg in configs:
         deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
     base = configs[0]
@@ -278,15 +306,18 @@ def plan_runs(configs: list[Config], shards: Path) -> Plan:
 
 def close_plan(plan: Plan, outcomes: list[RunOutcome]) -> None:
     """Mark the parent run of a sweep finished or failed."""
-    import mlflow
-
     if plan.parent_id is not None:
+        import mlflow
+
         ok = all(o.status == "ok" for o in outcomes)
         mlflow.MlflowClient(plan.uri).set_terminated(plan.parent_id, "FINISHED" if ok else "FAILED")
 
 
-def train(args: argparse.Namespace) -> list[RunOutcome]:
-    """Run every requested rate point on Ray; return their outcomes."""
+def train(args: argparse.Namespace, t_launch: float | None = None) -> list[RunOutcome]:
+    """Run every requested rate point on Ray; return their outcomes.
+
+    ``t_launch``: when the command started (epoch seconds), to log the time to the first step.
+    """
     import mlflow
     import ray
 
@@ -313,7 +344,7 @@ def train(args: argparse.Namespace) -> list[RunOutcome]:
     def one(item: tuple[Config, str]) -> RunOutcome:
         cfg, rid = item
         try:
-            result = _fit(cfg, shards, uri, rid, storage, args)
+            result = _fit(cfg, shards, uri, rid, storage, args, t_launch)
             return _finish_ray(cfg, result, uri, rid, out_dir)
         except Exception as exc:  # a failed rate point must not stop the others
             client.set_tag(rid, "ltchm.error", str(exc)[:5000])
@@ -354,6 +385,11 @@ def _parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.Argum
     p.add_argument("--out", type=Path, help="folder for checkpoints and Ray's run state")
     if launcher:
         p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # set by the launcher
+        p.add_argument(
+            "--no-tracking",
+            action="store_true",
+            help="no MLflow: metrics go to {out}/lambda_{L}/metrics.jsonl, nothing is registered",
+        )
     else:
         p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
         p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts allowed")
@@ -366,11 +402,18 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.training.tracking import TrackingError
 
     try:
-        outcomes = train(args)
+        outcomes = train(args, t_launch=_process_start())
     except (ConfigError, FileNotFoundError, TrackingError, ValueError) as exc:
         print(f"ltchm train: {exc}", file=sys.stderr)
         return 2
     return report(outcomes)
+
+
+def _process_start() -> float:
+    """When this process started (epoch seconds): includes interpreter start and imports."""
+    import psutil
+
+    return float(psutil.Process().create_time())
 
 
 def report(outcomes: list[RunOutcome]) -> int:

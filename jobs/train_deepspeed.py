@@ -21,7 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs.train import RunOutcome, _lambda_configs, _parser, close_plan, finish, plan_runs, report
+from jobs.train import (
+    RunOutcome,
+    _lambda_configs,
+    _parser,
+    check_shards,
+    close_plan,
+    finish,
+    plan_runs,
+    report,
+)
 from jobs.training.dsconfig import deepspeed_config
 from ltchm.config import ConfigError, dump_config
 
@@ -47,6 +56,20 @@ def _prepare(args: Any) -> dict[str, Any]:
     try:
         configs = _lambda_configs(args)
         out = Path(configs[0].train.out).resolve()
+        if args.no_tracking:
+            shards = Path(args.shards).resolve()
+            check_shards(shards)
+            for cfg in configs:
+                deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
+            out.mkdir(parents=True, exist_ok=True)
+            return {
+                "uri": None,
+                "shards": str(shards),
+                "out": str(out),
+                "parent": None,
+                "runs": [None] * len(configs),
+                "configs": [dump_config(c) for c in configs],
+            }
         earlier = _resumable_runs(out, [c.loss.lmbda for c in configs])
         if earlier and len(earlier) == len(configs):
             from jobs.training.tracking import check_tracking, resolve_tracking_uri
@@ -81,15 +104,19 @@ def _prepare(args: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     import deepspeed
+    import psutil
     import torch
     import torch.distributed as dist
 
     from jobs.train import Plan
+    from jobs.training.dsops import use_extensions_dir
     from jobs.training.session import LauncherSession
     from jobs.training.worker import train_loop
     from ltchm.config import config_from_dict
 
+    t_launch = psutil.Process().create_time()
     args = _parser("python -m jobs.train_deepspeed", launcher=True).parse_args(argv)
+    use_extensions_dir()
     use_gpu = bool(args.gpu)
     if use_gpu and not torch.cuda.is_available():
         print("jobs.train_deepspeed: --gpu given but no CUDA device is visible", file=sys.stderr)
@@ -121,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             "run_id": rid,
             "ds_config": deepspeed_config(cfg, world, use_gpu),
             "use_gpu": use_gpu,
+            "snapshot_dir": str(out / f"lambda_{cfg.loss.lmbda:g}" / "snapshots"),
+            "metrics_file": str(out / f"lambda_{cfg.loss.lmbda:g}" / "metrics.jsonl"),
+            "t_launch": t_launch,
         }
         status = train_loop(loop, session)
         dist.barrier()

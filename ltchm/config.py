@@ -79,18 +79,37 @@ class TrainConfig(_Section):
     patch_size: int = Field(256, ge=64)
     lr: float = Field(1e-4, gt=0)
     lr_final: float = Field(1e-5, gt=0)
-    lr_drop_at: float = Field(0.5, gt=0, le=1, description="fraction of steps at which lr drops")
+    lr_drop_at: float = Field(
+        0.5, gt=0, le=1, description="step schedule: fraction of steps at which lr drops"
+    )
+    lr_schedule: Literal["step", "cosine"] = Field(
+        "step",
+        description="step: lr, then lr_final from lr_drop_at (the paper); cosine: from lr down "
+        "to lr_final over the steps after the warm-up",
+    )
+    lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
     aux_lr: float = Field(1e-3, gt=0)
     clip_grad_norm: float | None = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
     use_gpu: bool = False
-    cpus_per_worker: int = Field(1, ge=1)
+    cpus_per_worker: int | None = Field(
+        1,
+        ge=1,
+        description="CPUs (torch threads) per worker; None: each node's CPUs shared by the "
+        "workers (CPU training)",
+    )
     seed: int = 0
     log_every: int = Field(10, ge=1)
     val_every: int = Field(5000, ge=1)
     val_images: int = Field(16, ge=1)
     checkpoint_every: int = Field(5000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    snapshot_every: int | None = Field(
+        None,
+        ge=1,
+        description="also write a codec checkpoint (ready to encode/evaluate) every this many "
+        "steps, into {out}/lambda_{L}/snapshots/",
+    )
     loader_workers: int = Field(2, ge=0)
     out: str = "runs"
 

@@ -56,5 +56,8 @@ echo "bootstrap: installing the project and its dependencies into .venv (a few m
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # constraints.txt pins the exact versions CI was last green with; pyproject.toml holds the ranges.
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+# DeepSpeed builds a CPU op at its first init; build it now, once for this environment
+# (jobs/training/dsops.py says why it would otherwise be rebuilt).
+.venv/bin/python -m jobs.training.dsops
 rm -f .venv/.bootstrap-*
 touch "$stamp"

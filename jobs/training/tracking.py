@@ -121,6 +121,9 @@ def registered_name(cfg: Config) -> str:
     return f"{cfg.tracking.registered_model}-lambda{cfg.loss.lmbda:g}"
 
 
+FLUSH_SECONDS = 30.0
+
+
 class MetricLogger:
     """Batched metric logging to one run (rank 0 of a training job)."""
 
@@ -129,6 +132,7 @@ class MetricLogger:
 
         self.client, self.run_id = MlflowClient(uri), run_id
         self._pending: list[Any] = []
+        self._flushed = time.monotonic()
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -137,10 +141,12 @@ class MetricLogger:
         for k, v in metrics.items():
             if v is not None and math.isfinite(float(v)):
                 self._pending.append(Metric(k, float(v), ts, step))
-        if len(self._pending) >= 200:
+        # in batches, but at least every FLUSH_SECONDS: the MLflow UI shows a live run
+        if len(self._pending) >= 200 or time.monotonic() - self._flushed > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        self._flushed = time.monotonic()
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             self.client.log_batch(self.run_id, metrics=batch)

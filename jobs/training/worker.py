@@ -12,7 +12,7 @@ import torch.distributed as dist
 from jobs.training.session import Session
 from ltchm.config import config_from_dict
 from ltchm.losses import RateDistortionLoss
-from ltchm.optim import split_parameters
+from ltchm.optim import learning_rate, split_parameters
 from ltchm.zoo import model_from_config
 from pipeline.loader import iter_images, make_train_loader
 
@@ -21,9 +21,26 @@ __all__ = ["NON_FINITE_TAG", "train_loop", "train_loop_per_worker"]
 NON_FINITE_TAG = "ltchm.non_finite"  # set on the MLflow run when training stops on NaN/inf
 
 
-def _lr(cfg: Any, step: int) -> float:
-    """The paper's schedule: lr until ``lr_drop_at`` of the steps, then ``lr_final``."""
-    return cfg.train.lr if step < cfg.train.lr_drop_at * cfg.train.steps else cfg.train.lr_final
+class JsonlLogger:
+    """Metrics as JSON lines (``{"step": n, "loss": ...}``) where no MLflow run is kept."""
+
+    def __init__(self, path: str) -> None:
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pending: list[str] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._pending.append(json.dumps({"step": step, **metrics}))
+        if len(self._pending) >= 50:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            with self.path.open("a") as f:
+                f.write("\n".join(self._pending) + "\n")
+            self._pending = []
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -54,6 +71,19 @@ def _gloo() -> bool:
     return dist.get_backend() == "gloo"
 
 
+def _snapshot(model: torch.nn.Module, folder: str, step: int, lmbda: float, run_id: Any) -> None:
+    """A codec checkpoint of the current weights (float32 copy, tables built from them)."""
+    import copy
+    from pathlib import Path
+
+    from ltchm.codec import save_checkpoint
+
+    snapshot = copy.deepcopy(model).float().cpu().eval()
+    path = Path(folder) / f"step_{step:08d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(snapshot, path, lmbda=lmbda, metadata={"run_id": run_id or "", "step": step})
+
+
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """The Ray Train entry point."""
     from jobs.training.session import RaySession
@@ -65,8 +95,13 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
     """Train one rate point on this rank; return its final status (step, nan_at_step).
 
     ``loop``: {"config": dumped Config, "shards": path, "tracking_uri", "run_id",
-    "ds_config": dict, "use_gpu": bool, "validate": bool}.
+    "ds_config": dict, "use_gpu": bool, "validate": bool, "threads": torch threads (CPU),
+    "snapshot_dir": folder for codec snapshots, "t_launch": when the command started
+    (epoch seconds; logged as the time to the first step)}.
     """
+    from jobs.training.dsops import use_extensions_dir
+
+    use_extensions_dir()  # before DeepSpeed builds its CPU op: once per environment
     import deepspeed
 
     cfg = config_from_dict(loop["config"])
@@ -75,6 +110,14 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
     device = torch.device("cuda", session.local_rank) if use_gpu else torch.device("cpu")
     if use_gpu:
         torch.cuda.set_device(device)
+    else:
+        from ltchm.runtime import tune_allocator
+
+        tune_allocator()  # Ray's worker processes do not go through the ltchm CLI
+        if loop.get("threads"):
+            # Ray sets OMP_NUM_THREADS from the worker's CPUs, but say it explicitly: torch's
+            # intra-op pool decides the step time on CPUs
+            torch.set_num_threads(int(loop["threads"]))
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = model_from_config(cfg.model)
     net_params, aux_params = split_parameters(model)
@@ -96,7 +139,9 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
 
     nodes: list[Any] = [None] * world
     dist.all_gather_object(nodes, session.node)
-    logger = None
+    logger: Any = None
+    if rank == 0 and not loop.get("run_id") and loop.get("metrics_file"):
+        logger = JsonlLogger(loop["metrics_file"])
     if rank == 0 and loop.get("run_id"):
         from jobs.training.tracking import MetricLogger
 
@@ -106,7 +151,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
             logger.client.set_tag(loop["run_id"], f"resumed_from_step.{time.time():.0f}",
                                   str(resumed_from))  # fmt: skip
     monitor = None
-    if logger is not None and cfg.tracking.system_metrics:
+    if logger is not None and loop.get("run_id") and cfg.tracking.system_metrics:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         monitor = SystemMetricsMonitor(
@@ -135,8 +180,9 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
             val_images = []
 
     status: dict[str, Any] = {"step": step, "resumed_from": resumed_from}
+    snapshots = loop.get("snapshot_dir") if rank == 0 else None
     batches = iter(loader)
-    t_last = time.perf_counter()
+    t_last, step_last = time.perf_counter(), step
     while step < cfg.train.steps:
         try:
             x = next(batches)
@@ -146,7 +192,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         x = x.to(device, non_blocking=True)
         if engine.bfloat16_enabled():
             x = x.to(torch.bfloat16)
-        lr = _lr(cfg, step)
+        lr = learning_rate(cfg.train, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         out = criterion(engine(x), x.float())
@@ -165,16 +211,24 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         metrics |= {"aux_loss": aux_loss.detach().item(), "lr": lr}
         if logger is not None and (step % cfg.train.log_every == 0 or step == 1):
             now = time.perf_counter()
-            metrics["seconds_per_step"] = (now - t_last) / cfg.train.log_every
-            t_last = now
+            metrics["seconds_per_step"] = (now - t_last) / (step - step_last)
+            t_last, step_last = now, step
+            if step == 1 and loop.get("t_launch"):
+                metrics["time_to_first_step_s"] = time.time() - float(loop["t_launch"])
             logger.log(metrics, step)
         validating = step % cfg.train.val_every == 0 or step == cfg.train.steps
         checkpointing = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+        every = cfg.train.snapshot_every
+        snapshotting = bool(every) and (step % every == 0 or step == cfg.train.steps)
         # A loss can stay finite while weights overflow (bounded likelihoods, clamped
         # outputs): never validate or checkpoint non-finite weights.
-        if (validating or checkpointing) and not _all_finite(_weights_flag(engine.module)):
+        if (validating or checkpointing or snapshotting) and not _all_finite(
+            _weights_flag(engine.module)
+        ):
             status.update(nan_at_step=step, non_finite="weights")
             break
+        if snapshots and snapshotting:
+            _snapshot(engine.module, snapshots, step, cfg.loss.lmbda, loop.get("run_id"))
         if logger and val_images and validating:
             from jobs.training.validation import validate
 
@@ -197,7 +251,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
     if "nan_at_step" in status:
         # Ray Train keeps the metrics of checkpointed reports only, so the driver learns of
         # the stop from the run's tags; the last good checkpoint stays the latest one.
-        if logger is not None:
+        if logger is not None and loop.get("run_id"):
             logger.client.set_tag(loop["run_id"], NON_FINITE_TAG, json.dumps(status))
         session.report(status)
     return status

@@ -55,6 +55,10 @@ _likelihood_bound = LowerBound(LIKELIHOOD_BOUND)
 
 def mixture_likelihood(y: Tensor, params: MixtureParams, family: Family = "gaussian") -> Tensor:
     """Likelihood of each element of ``y`` (B, N, H, W) under the discretised mixture."""
+    # In float32 even when the network runs in bf16 (DeepSpeed's bf16 mode): 8-bit mantissas
+    # would round the tail masses, and with them the rate, far too coarsely.
+    y = y.float()
+    params = MixtureParams(*(t.float() for t in params))
     cdf = _CDF[family]
     weights = params.logits.softmax(dim=1)
     scales = _scale_bound(params.scales)

@@ -28,6 +28,9 @@ def test_demo_end_to_end(tmp_path: Path, dev_dir: Path, monkeypatch, capsys) -> 
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "Summary" in text and "RD plot" in text and "MLflow store" in text
+    # each scene beside JPEG2000 at the same bytes, so no one mistakes the demo's models
+    assert "JPEG2000 (OpenJPEG) at the same bytes" in text
+    assert "JPEG2000 at equal bytes here" in text and "not of the codec's quality" in text
 
     # every stage left its real product
     assert (out / "raw" / "UCMerced_LandUse.zip").is_file()

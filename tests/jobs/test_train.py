@@ -36,6 +36,8 @@ train:
   val_images: 2
   log_every: 1
   loader_workers: 0
+  snapshot_every: 20
+  cpus_per_worker: null
 tracking: {system_metrics: false}
 data: {shuffle_buffer: 32, epoch_length: 32}
 """
@@ -136,6 +138,15 @@ def test_two_workers_killed_resumed_registered_and_coding(
     assert sum(last) < 0.7 * sum(first), losses
     for key in ("bpp", "mse", "aux_loss", "lr", "val_bpp", "val_psnr", "val_bpp_estimated"):
         assert client.get_metric_history(rid, key), key
+    # seconds per step on every logged step; the time from the command to the first step
+    assert set(_history(client, rid, "seconds_per_step")) == set(range(1, 41))
+    (first_step,) = _history(client, rid, "time_to_first_step_s").values()
+    assert 1 < first_step < 900
+    # codec snapshots every 20 steps (the one of step 20 possibly rewritten after the resume)
+    snaps = sorted(p.name for p in (out / "lambda_512" / "snapshots").glob("*.pt"))
+    assert snaps == ["step_00000020.pt", "step_00000040.pt"], snaps
+    snap = load_model(str(out / "lambda_512" / "snapshots" / snaps[0]))
+    assert snap.checkpoint_metadata["step"] == 20
     artifacts = {a.path for a in client.list_artifacts(rid)}
     assert {"deepspeed_config.json", "config.json"} <= artifacts
     ds = json.loads(Path(mlflow.artifacts.download_artifacts(

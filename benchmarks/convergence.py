@@ -1,0 +1,363 @@
+"""Does training converge toward a codec worth using? BD-rate against the classical codecs
+as a function of training steps, with real bytes, on held-out images.
+
+``run``: the shards of ``benchmarks/devshards.py`` (UC-Merced, DOTA and the 8-bit scenes of
+the development data through ``ltchm preprocess``; a hash split that training never
+crosses); ``ltchm train`` with the CPU recipe (``configs/cpu.yaml``) at three rate points,
+writing a codec snapshot at regular intervals; each snapshot set evaluated with real bytes
+by ``ltchm evaluate`` on the test split against JPEG, WebP and JPEG2000; BD-rate (PSNR and
+MS-SSIM) against each, per step and per machine-hour, printed, plotted and logged to
+MLflow (the run "convergence" in the benchmark's store).
+
+The budget is machine time counted in steps: ``--budget-hours`` of this machine at the
+recipe's idle step time (``--step-seconds``, measured by ``benchmarks/training.py`` on an
+idle machine), shared equally by the rate points, so that other load on the machine changes
+the wall time, not the result.
+
+``sweep``: the recipe's choices, each variant trained at one rate point for the same
+machine time and scored on the validation split (never the test split) by the training's
+own real-bytes validation: ``J = λ · MSE + bpp``, lower is better.
+
+    python benchmarks/convergence.py run [--budget-hours 2] [--lambdas 128,512,2048]
+    python benchmarks/convergence.py sweep --variant lr1e-4 train.lr=1e-4 \\
+        --variant lr1e-3 train.lr=1e-3 [--seconds 720]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from devshards import build_shards
+
+from ltchm.paths import REPO_ROOT
+
+RECIPE = REPO_ROOT / "configs" / "cpu.yaml"
+# configs/cpu.yaml's step time as `ltchm train` runs it on the idle 2-core development
+# machine (benchmarks/training.py, benchmarks/RESULTS.md): the unit of the budget.
+IDLE_STEP_SECONDS = 1.22
+CLASSICAL = ("jpeg", "webp", "jpeg2000")
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def write_config(path: Path, base: Path, settings: dict[str, Any]) -> Path:
+    """A YAML file that extends ``base`` with dotted ``settings``."""
+    import yaml
+
+    tree: dict[str, Any] = {"extends": str(base)}
+    for dotted, value in settings.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def train(config: Path, lambdas: str, shards: Path, out: Path, uri: str) -> None:
+    cmd = [sys.executable, "-m", "ltchm", "train", "--lambdas", lambdas, "--config", str(config)]
+    cmd += ["--shards", str(shards), "--out", str(out), "--tracking-uri", uri]
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+
+
+def evaluate(models: list[Path], data: str, out: Path) -> list[dict[str, Any]]:
+    """``ltchm evaluate`` of one snapshot per rate point and the classical codecs; rd rows."""
+    if not (out / "rd.json").is_file():
+        cmd = [sys.executable, "-m", "ltchm", "evaluate", "--data", data, "--out", str(out)]
+        cmd += ["--models", *(f"ltchm-cpu={m}" for m in models)]
+        cmd += ["--codecs", ",".join(CLASSICAL), "--no-lpips", "--no-complexity"]
+        cmd += ["--no-mlflow", "--quiet", "--device", "cpu"]
+        subprocess.run(cmd, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    return list(json.loads((out / "rd.json").read_text()))
+
+
+def bd_against(rd: list[dict[str, Any]], anchor: str, codec: str = "ltchm-cpu") -> dict[str, Any]:
+    """BD-rate of ``codec`` against ``anchor`` on PSNR and MS-SSIM (dB)."""
+    from ltchm.evaluation.bd import bd_table
+
+    row = next(r for r in bd_table(rd, anchor=anchor) if r["codec"] == codec)
+    return {
+        "psnr": row["bd_rate_psnr"],
+        "ms_ssim": row["bd_rate_ms_ssim_db"],
+        "notes": row["notes"],
+    }
+
+
+def _test_data(shards: Path) -> str:
+    tars = sorted(shards.glob("test-*.tar"))
+    if not tars:
+        raise SystemExit(f"{shards}: no test split")
+    return (
+        str(tars[0])
+        if len(tars) == 1
+        else f"{shards}/test-{{{tars[0].stem[-6:]}..{tars[-1].stem[-6:]}}}.tar"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    work = args.out
+    work.mkdir(parents=True, exist_ok=True)
+    shards = build_shards(work / "shards")
+    lambdas = [int(v) for v in args.lambdas.split(",")]
+    total_steps = int(args.budget_hours * 3600 / args.step_seconds)
+    steps = total_steps // len(lambdas)
+    every = max(1, steps // args.evals)
+    print(
+        f"budget {args.budget_hours} h of this machine at {args.step_seconds} s/step: "
+        f"{steps} steps for each of lambda {args.lambdas}; snapshots every {every} steps",
+        flush=True,
+    )
+    uri = f"sqlite:///{work / 'mlruns.db'}"
+    config = write_config(
+        work / "convergence.yaml",
+        args.config.resolve(),
+        {
+            "train.steps": steps,
+            "train.snapshot_every": every,
+            "train.checkpoint_every": every,
+            "tracking.system_metrics": False,
+        }
+        | dict(args.set or []),
+    )
+    runs = work / "runs"
+    if not all((runs / f"lambda_{lm}" / "model.pt").is_file() for lm in lambdas):
+        t0 = time.perf_counter()
+        train(config, args.lambdas, shards, runs, uri)
+        print(f"trained in {time.perf_counter() - t0:.0f} s wall", flush=True)
+
+    data = _test_data(shards)
+    series = []
+    snap_steps = sorted(
+        {
+            int(p.stem.split("_")[1])
+            for p in (runs / f"lambda_{lambdas[0]}" / "snapshots").glob("*.pt")
+        }
+    )
+    for step in snap_steps:
+        models = [runs / f"lambda_{lm}" / "snapshots" / f"step_{step:08d}.pt" for lm in lambdas]
+        rd = evaluate(models, data, work / "eval" / f"step_{step:08d}")
+        row: dict[str, Any] = {
+            "step": step,
+            "machine_hours": step * len(lambdas) * args.step_seconds / 3600,
+        }
+        for anchor in CLASSICAL:
+            bd = bd_against(rd, anchor)
+            row[f"{anchor}_psnr"], row[f"{anchor}_ms_ssim"] = bd["psnr"], bd["ms_ssim"]
+            if bd["notes"]:
+                row.setdefault("notes", []).append(f"{anchor}: {bd['notes']}")
+        learned = sorted((r["bpp"], r["psnr"]) for r in rd if r["codec"] == "ltchm-cpu")
+        row["points"] = [(round(b, 4), round(p, 2)) for b, p in learned]
+        series.append(row)
+        print(f"step {step}: " + _fmt_row(row), flush=True)
+
+    (work / "convergence.json").write_text(json.dumps(series, indent=1))
+    table = _markdown(series, lambdas, steps, args)
+    (work / "convergence.md").write_text(table)
+    print("\n" + table)
+    _plot(series, work / "convergence.png")
+    _log(uri, series, args, steps, work)
+    print(f"plot: {work / 'convergence.png'}; series logged to MLflow at {uri}")
+    return 0
+
+
+def _fmt_row(row: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{a} {row[f'{a}_psnr']:+.1f} % / {row[f'{a}_ms_ssim']:+.1f} %" for a in CLASSICAL
+    )
+
+
+def _pct(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v:+.1f} %"
+
+
+def _markdown(series: list[dict[str, Any]], lambdas: list[int], steps: int, args: Any) -> str:
+    lines = [
+        f"BD-rate of the CPU recipe (lambda {', '.join(map(str, lambdas))}; {steps} steps each) "
+        "against each classical codec, PSNR / MS-SSIM (dB); negative = fewer bytes for the "
+        "same quality. Real bytes, held-out test split.",
+        "",
+        "| step | machine-hours | vs JPEG | vs WebP | vs JPEG2000 | learned points (bpp, PSNR) |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in series:
+        cells = [f"{_pct(r[f'{a}_psnr'])} / {_pct(r[f'{a}_ms_ssim'])}" for a in CLASSICAL]
+        pts = " ".join(f"({b:.3f}, {p:.2f})" for b, p in r["points"])
+        lines.append(
+            f"| {r['step']} | {r['machine_hours']:.2f} | " + " | ".join(cells) + f" | {pts} |"
+        )
+    if len(series) >= 2:
+        a, b = series[-2], series[-1]
+        slope = (b["jpeg2000_psnr"] - a["jpeg2000_psnr"]) / (b["step"] - a["step"])
+        line = (
+            "\nLast interval: BD-rate vs JPEG2000 (PSNR) moved "
+            f"{slope * 1000:+.2f} points per 1000 steps"
+        )
+        if slope < 0 and b["jpeg2000_psnr"] > 0:
+            more = b["jpeg2000_psnr"] / -slope
+            line += f"; at that slope it crosses 0 after about {more:.0f} more steps per rate point"
+        lines.append(line + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(series: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    hours = [r["machine_hours"] for r in series]
+    for ax, metric, title in ((axes[0], "psnr", "PSNR"), (axes[1], "ms_ssim", "MS-SSIM (dB)")):
+        for anchor, style in zip(CLASSICAL, ("o-", "s-", "^-"), strict=True):
+            ax.plot(hours, [r[f"{anchor}_{metric}"] for r in series], style, label=f"vs {anchor}")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(
+            xlabel="machine-hours of training (2 cores, all rate points)",
+            title=f"BD-rate on {title}",
+        )
+        ax.grid(alpha=0.3)
+        top = ax.secondary_xaxis("top", functions=(lambda h: h, lambda h: h))
+        top.set_xlabel("")
+    axes[0].set_ylabel("BD-rate (%), negative = learned codec smaller")
+    axes[0].legend()
+    steps = [r["step"] for r in series]
+    fig.suptitle(f"CPU recipe, steps per rate point: {steps[0]} ... {steps[-1]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _log(uri: str, series: list[dict[str, Any]], args: Any, steps: int, work: Path) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from jobs.training.tracking import ensure_experiment
+
+    client = MlflowClient(uri)
+    exp = ensure_experiment(uri, "ltchm-convergence", None)
+    run = client.create_run(exp, run_name="convergence", tags={"ltchm.kind": "convergence"})
+    rid = run.info.run_id
+    for key, value in {
+        "lambdas": args.lambdas,
+        "budget_hours": args.budget_hours,
+        "step_seconds": args.step_seconds,
+        "steps_per_lambda": steps,
+        "config": str(args.config),
+    }.items():
+        client.log_param(rid, key, value)
+    now = int(time.time() * 1000)
+    metrics = []
+    for r in series:
+        for anchor in CLASSICAL:
+            for metric in ("psnr", "ms_ssim"):
+                v = r[f"{anchor}_{metric}"]
+                if math.isfinite(v):
+                    metrics.append(Metric(f"bd_rate_{metric}_vs_{anchor}", v, now, r["step"]))
+        metrics.append(Metric("machine_hours", r["machine_hours"], now, r["step"]))
+    client.log_batch(rid, metrics=metrics)
+    for name in ("convergence.png", "convergence.md", "convergence.json"):
+        client.log_artifact(rid, str(work / name))
+    client.set_terminated(rid)
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Each variant at one rate point for the same machine time; J on the val split."""
+    work = args.out
+    work.mkdir(parents=True, exist_ok=True)
+    shards = build_shards(work / "shards")
+    uri = f"sqlite:///{work / 'mlruns.db'}"
+    results = []
+    for name, *pairs in args.variant:
+        settings = {k: _yaml_value(v) for k, v in (p.split("=", 1) for p in pairs)}
+        step_s = float(settings.pop("step_seconds", args.step_seconds))
+        steps = int(args.seconds / step_s)
+        out = work / name
+        settings |= {
+            "train.steps": steps,
+            "train.val_every": max(1, steps // 3),
+            "train.checkpoint_every": steps,
+            "train.val_images": 16,
+            "tracking.system_metrics": False,
+            "tracking.experiment": f"sweep-{name}",
+        }
+        config = write_config(work / f"{name}.yaml", args.config.resolve(), settings)
+        if not (out / f"lambda_{args.lmbda}" / "model.pt").is_file():
+            train(config, str(args.lmbda), shards, out, uri)
+        results.append((name, steps, _val_curve(uri, f"sweep-{name}", args.lmbda)))
+    print(f"\nJ = {args.lmbda} * MSE + bpp on the val split (real bytes), lower is better\n")
+    print(
+        "| variant | steps | "
+        + " | ".join(f"J at {i}/3" for i in (1, 2, 3))
+        + " | bpp | PSNR (dB) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, steps, curve in results:
+        js = " | ".join(f"{c['J']:.4f}" for c in curve)
+        last = curve[-1]
+        print(f"| {name} | {steps} | {js} | {last['bpp']:.4f} | {last['psnr']:.2f} |")
+    return 0
+
+
+def _val_curve(uri: str, experiment: str, lmbda: int) -> list[dict[str, float]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    (r,) = client.search_runs([exp.experiment_id], "tags.`ltchm.kind` = 'train'")
+    bpp = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "val_bpp")}
+    psnr = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "val_psnr")}
+    return [
+        {"step": s, "bpp": bpp[s], "psnr": psnr[s], "J": lmbda * 10 ** (-psnr[s] / 10) + bpp[s]}
+        for s in sorted(bpp)
+    ]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="the convergence benchmark")
+    r.add_argument("--budget-hours", type=float, default=2.0, help="machine-hours, all rate points")
+    r.add_argument("--step-seconds", type=float, default=IDLE_STEP_SECONDS,
+                   help="the recipe's idle step time (the budget's unit)")  # fmt: skip
+    r.add_argument("--lambdas", default="128,512,2048")
+    r.add_argument("--evals", type=int, default=6, help="evaluations over the run")
+    r.add_argument("--config", type=Path, default=RECIPE)
+    r.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="override a config key (repeatable)")  # fmt: skip
+    r.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ltchm-convergence")
+    s = sub.add_parser("sweep", help="compare recipe variants at equal machine time")
+    s.add_argument("--variant", nargs="+", action="append", required=True,
+                   metavar="NAME [KEY=VALUE ...]",
+                   help="a name and dotted config settings; step_seconds=S gives its idle "
+                   "step time when it differs from --step-seconds")  # fmt: skip
+    s.add_argument("--seconds", type=float, default=720, help="machine time per variant")
+    s.add_argument("--step-seconds", type=float, default=IDLE_STEP_SECONDS)
+    s.add_argument("--lmbda", type=int, default=512)
+    s.add_argument("--config", type=Path, default=RECIPE)
+    s.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ltchm-sweep")
+    args = p.parse_args()
+    if getattr(args, "set", None):
+        args.set = [(k, _yaml_value(v)) for k, v in args.set]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return run(args) if args.cmd == "run" else sweep(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

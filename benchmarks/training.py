@@ -1,0 +1,239 @@
+"""The training engine against a bare PyTorch loop: step time, loss curve, time to first step.
+
+``ltchm train`` runs each rate point as a Ray Train worker running DeepSpeed (ZeRO stage 1,
+``torch_adam``), tracked in MLflow. This benchmark runs it as a user does (``ltchm train``
+in a subprocess, 1 worker, CPU) and, in the same run, a bare PyTorch loop with the same
+model, seed, data order (the same shard loader and seed), optimiser split (Adam on the
+network, Adam on the entropy bottleneck's quantiles), learning-rate schedule, gradient
+clipping and loss, both on the same number of threads. Both use the shards of
+``benchmarks/devshards.py`` and the recipe of ``configs/cpu.yaml`` at N = 64, 128² crops,
+batch 8, λ = 512.
+
+Reported:
+
+* step time: the platform's per-step time (its own ``seconds_per_step``, logged every step)
+  over the bare loop's, median and mean over the steps after the first ``--skip``;
+* loss curves: the mean of the last 50 losses of each, their relative difference, and
+  the largest relative difference over the first 10 steps (same start: should be ~0);
+* time from ``ltchm train`` (process start) to the end of its first step, with the
+  environment's DeepSpeed extension folder (``jobs/training/dsops.py``) and, for reference,
+  with an empty one (what every run paid before: a JIT build of DeepSpeed's CPU op).
+
+    python benchmarks/training.py [--steps 200] [--out /tmp/ltchm-bench-training]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from devshards import build_shards
+
+from ltchm.paths import REPO_ROOT
+
+LAMBDA = 512
+
+
+def bench_config(path: Path, steps: int, cold: bool = False) -> Path:
+    """The benchmark's config: configs/cpu.yaml at N = 64, 128², batch 8, logged every step."""
+    path.write_text(
+        f"extends: {REPO_ROOT / 'configs' / 'cpu.yaml'}\n"
+        "model: {N: 64, context: checkerboard}\n"
+        f"train: {{steps: {steps}, batch_size: 8, patch_size: 128, log_every: 1,\n"
+        f"        val_every: {10**9}, checkpoint_every: {10**9}, snapshot_every: null}}\n"
+        "tracking: {system_metrics: false}\n"
+    )
+    return path
+
+
+def load(config: Path) -> Any:
+    from ltchm.config import load_config
+
+    return load_config([REPO_ROOT / "configs" / f"lambda_{LAMBDA}.yaml", config])
+
+
+def bare(config: Path, shards: Path, result: Path) -> None:
+    """The bare loop (run in its own process, as the platform's worker is)."""
+    import torch
+
+    from ltchm.losses import RateDistortionLoss
+    from ltchm.optim import learning_rate, split_parameters
+    from ltchm.runtime import tune_allocator
+    from ltchm.zoo import model_from_config
+    from pipeline.loader import make_train_loader
+
+    cfg = load(config)
+    tune_allocator()
+    torch.set_num_threads(os.cpu_count() or 1)  # what cpus_per_worker: null gives one worker
+    torch.manual_seed(cfg.train.seed)
+    model = model_from_config(cfg.model).train()
+    net, aux = split_parameters(model)
+    opt = torch.optim.Adam(net, lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8)
+    aux_opt = torch.optim.Adam(aux, lr=cfg.train.aux_lr)
+    criterion = RateDistortionLoss(cfg.loss.lmbda, cfg.loss.metric)
+    loader = make_train_loader(
+        shards,
+        batch_size=cfg.train.batch_size,
+        patch_size=cfg.train.patch_size,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        epoch_length=cfg.data.epoch_length,
+        num_workers=cfg.train.loader_workers,
+        seed=cfg.train.seed,
+    )
+    losses, times = [], []
+    batches = iter(loader)
+    t_last = time.perf_counter()
+    for step in range(cfg.train.steps):
+        try:
+            x = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x = next(batches)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg.train, step)
+        out = criterion(model(x), x)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if cfg.train.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(net, cfg.train.clip_grad_norm)
+        opt.step()
+        aux_loss = model.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        aux_opt.step()
+        losses.append(out["loss"].item())
+        now = time.perf_counter()
+        times.append(now - t_last)
+        t_last = now
+    result.write_text(json.dumps({"loss": losses, "seconds_per_step": times}))
+
+
+def platform(config: Path, shards: Path, out: Path, ext_dir: Path | None) -> dict[str, Any]:
+    """``ltchm train`` in a subprocess; its per-step metrics read back from MLflow."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{out / 'mlruns.db'}"
+    env = dict(os.environ)
+    if ext_dir is not None:
+        env["TORCH_EXTENSIONS_DIR"] = str(ext_dir)
+    cmd = [sys.executable, "-m", "ltchm", "train", "--lambdas", str(LAMBDA), "--config"]
+    cmd += [str(config), "--shards", str(shards), "--out", str(out / "runs")]
+    cmd += ["--tracking-uri", uri]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("ltchm").experiment_id], "tags.`ltchm.kind` = 'train'"
+    )
+
+    def series(key: str) -> list[float]:
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        return [m.value for m in history]
+
+    return {
+        "loss": series("loss"),
+        "seconds_per_step": series("seconds_per_step"),
+        "time_to_first_step_s": series("time_to_first_step_s")[0],
+        "wall_s": wall,
+    }
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--skip", type=int, default=10, help="warm-up steps left out of the timing")
+    p.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
+    p.add_argument("--no-cold", action="store_true", help="skip the empty-extension-folder run")
+    p.add_argument("--bare-run", nargs=3, metavar=("CONFIG", "SHARDS", "RESULT"),
+                   help=argparse.SUPPRESS)  # fmt: skip
+    args = p.parse_args()
+    if args.bare_run:
+        bare(*map(Path, args.bare_run))
+        return 0
+
+    work = args.out or Path(tempfile.mkdtemp(prefix="ltchm-bench-training-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shards = build_shards(work / "shards")
+    config = bench_config(work / "bench.yaml", args.steps)
+    print(f"work folder {work}; {args.steps} steps each, machine load {os.getloadavg()[0]:.1f}")
+
+    print("bare PyTorch loop ...", flush=True)
+    result = work / "bare.json"
+    cmd = [sys.executable, __file__, "--bare-run", str(config), str(shards), str(result)]
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    b = json.loads(result.read_text())
+    print("platform: ltchm train (Ray Train + DeepSpeed + MLflow) ...", flush=True)
+    plat = platform(config, shards, work / "platform", None)
+    cold = None
+    if not args.no_cold:
+        print("platform, empty extension folder, 2 steps ...", flush=True)
+        cold = platform(
+            bench_config(work / "cold.yaml", 2), shards, work / "cold", work / "empty-ext"
+        )
+
+    s = args.skip
+    rows = []
+    for name, f in (("median", statistics.median), ("mean", statistics.fmean)):
+        tp, tb = f(plat["seconds_per_step"][s:]), f(b["seconds_per_step"][s:])
+        rows.append((f"step time, {name} of steps {s + 1}-{args.steps} (s)", tp, tb, tp / tb))
+    lp, lb = statistics.fmean(plat["loss"][-50:]), statistics.fmean(b["loss"][-50:])
+    rows.append(("mean of the last 50 losses", lp, lb, lp / lb))
+    first = max(_rel(x, y) for x, y in zip(plat["loss"][:10], b["loss"][:10], strict=True))
+
+    print("\n| measure | platform | bare | platform / bare |\n|---|---|---|---|")
+    for label, a, c, r in rows:
+        print(f"| {label} | {a:.4g} | {c:.4g} | {r:.3f} |")
+    print(f"\nlargest relative loss difference over the first 10 steps: {first:.2e}")
+    print(f"last-50 loss difference: {100 * _rel(lp, lb):.2f} % (target <= 2 %)")
+    print("\n| ltchm train to the end of step 1 | seconds |\n|---|---|")
+    print(f"| this environment's extension folder (built at install) | "
+          f"{plat['time_to_first_step_s']:.1f} |")  # fmt: skip
+    if cold is not None:
+        print(f"| an empty extension folder (DeepSpeed JIT-builds its CPU op) | "
+              f"{cold['time_to_first_step_s']:.1f} |")  # fmt: skip
+    print(f"\nplatform wall time for {args.steps} steps, start to registered model: "
+          f"{plat['wall_s']:.0f} s")  # fmt: skip
+    (work / "curves.json").write_text(json.dumps({"platform": plat, "bare": b}))
+    _plot(plat, b, work / "training_curves.png")
+    print(f"loss curves: {work / 'training_curves.png'}")
+    return 0
+
+
+def _plot(plat: dict[str, Any], b: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, r in (("platform", plat), ("bare", b)):
+        ax[0].plot(range(1, len(r["loss"]) + 1), r["loss"], label=name, lw=1)
+        ax[1].plot(range(1, len(r["seconds_per_step"]) + 1), r["seconds_per_step"], label=name,
+                   lw=1)  # fmt: skip
+    ax[0].set(xlabel="step", ylabel="loss (λ·MSE + bpp)", yscale="log")
+    ax[1].set(xlabel="step", ylabel="seconds per step")
+    for a in ax:
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
