@@ -51,9 +51,9 @@ CLASSICAL = ("jpeg", "webp", "jpeg2000")
 
 
 def _yaml_value(text: str) -> Any:
-    import yaml
+    from ltchm.config import yaml_value
 
-    return yaml.safe_load(text)
+    return yaml_value(text)
 
 
 def write_config(path: Path, base: Path, settings: dict[str, Any]) -> Path:
@@ -113,50 +113,83 @@ def _test_data(shards: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the rate points within the budget, evaluate every snapshot set, report."""
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
     shards = build_shards(work / "shards")
     lambdas = [int(v) for v in args.lambdas.split(",")]
-    total_steps = int(args.budget_hours * 3600 / args.step_seconds)
-    steps = total_steps // len(lambdas)
+    total = int(args.budget_hours * 3600 / args.step_seconds)
+    uri = f"sqlite:///{work / 'mlruns.db'}"
+    extra = dict(args.set or [])
+    base = args.base_lambda
+    others = [lm for lm in lambdas if lm != base]
+    if base is None:
+        # every rate point from scratch, an equal share each
+        steps, spent = total // len(lambdas), 0
+        plan = f"{steps} steps for each of lambda {args.lambdas}, from scratch"
+    else:
+        # the base rate point first; the others fine-tuned from it (train.init_from)
+        if base not in lambdas:
+            raise SystemExit(f"--base-lambda {base} is not among --lambdas {args.lambdas}")
+        spent = int(total * args.base_share)
+        steps = (total - spent) // len(others)
+        plan = (
+            f"lambda {base} for {spent} steps, then {', '.join(map(str, others))} fine-tuned "
+            f"from it for {steps} steps each"
+        )
     every = max(1, steps // args.evals)
     print(
-        f"budget {args.budget_hours} h of this machine at {args.step_seconds} s/step: "
-        f"{steps} steps for each of lambda {args.lambdas}; snapshots every {every} steps",
+        f"budget {args.budget_hours} h of this machine at {args.step_seconds} s/step = "
+        f"{total} steps: {plan}; snapshots every {every} steps",
         flush=True,
     )
-    uri = f"sqlite:///{work / 'mlruns.db'}"
-    config = write_config(
-        work / "convergence.yaml",
-        args.config.resolve(),
-        {
-            "train.steps": steps,
-            "train.snapshot_every": every,
-            "train.checkpoint_every": every,
-            "tracking.system_metrics": False,
-        }
-        | dict(args.set or []),
-    )
     runs = work / "runs"
-    if not all((runs / f"lambda_{lm}" / "model.pt").is_file() for lm in lambdas):
-        t0 = time.perf_counter()
-        train(config, args.lambdas, shards, runs, uri)
-        print(f"trained in {time.perf_counter() - t0:.0f} s wall", flush=True)
+    t0 = time.perf_counter()
+    if base is not None:
+        base_cfg = write_config(
+            work / "base.yaml",
+            args.config.resolve(),
+            {
+                "train.steps": spent,
+                "train.val_every": max(1, spent // 4),
+                "train.checkpoint_every": max(1, spent // 4),
+                "tracking.system_metrics": False,
+            }
+            | extra,
+        )
+        if not (runs / f"lambda_{base}" / "model.pt").is_file():
+            train(base_cfg, str(base), shards, runs, uri)
+    settings = {
+        "train.steps": steps,
+        "train.snapshot_every": every,
+        "train.checkpoint_every": every,
+        "tracking.system_metrics": False,
+    }
+    if base is not None:
+        settings["train.init_from"] = str(runs / f"lambda_{base}" / "model.pt")
+    config = write_config(work / "convergence.yaml", args.config.resolve(), settings | extra)
+    todo = [lm for lm in (lambdas if base is None else others)]
+    if not all((runs / f"lambda_{lm}" / "model.pt").is_file() for lm in todo):
+        train(config, ",".join(map(str, todo)), shards, runs, uri)
+    print(f"trained in {time.perf_counter() - t0:.0f} s wall", flush=True)
 
     data = _test_data(shards)
     series = []
     snap_steps = sorted(
-        {
-            int(p.stem.split("_")[1])
-            for p in (runs / f"lambda_{lambdas[0]}" / "snapshots").glob("*.pt")
-        }
+        {int(p.stem.split("_")[1]) for p in (runs / f"lambda_{todo[0]}" / "snapshots").glob("*.pt")}
     )
     for step in snap_steps:
-        models = [runs / f"lambda_{lm}" / "snapshots" / f"step_{step:08d}.pt" for lm in lambdas]
+        models = [
+            runs / f"lambda_{lm}" / "model.pt"
+            if lm == base
+            else runs / f"lambda_{lm}" / "snapshots" / f"step_{step:08d}.pt"
+            for lm in lambdas
+        ]
         rd = evaluate(models, data, work / "eval" / f"step_{step:08d}")
         row: dict[str, Any] = {
             "step": step,
-            "machine_hours": step * len(lambdas) * args.step_seconds / 3600,
+            "total_steps": spent + step * len(todo),
+            "machine_hours": (spent + step * len(todo)) * args.step_seconds / 3600,
         }
         for anchor in CLASSICAL:
             bd = bd_against(rd, anchor)
@@ -169,11 +202,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"step {step}: " + _fmt_row(row), flush=True)
 
     (work / "convergence.json").write_text(json.dumps(series, indent=1))
-    table = _markdown(series, lambdas, steps, args)
+    table = _markdown(series, lambdas, plan, args)
     (work / "convergence.md").write_text(table)
     print("\n" + table)
-    _plot(series, work / "convergence.png")
-    _log(uri, series, args, steps, work)
+    _plot(series, work / "convergence.png", plan)
+    _log(uri, series, args, plan, work)
     print(f"plot: {work / 'convergence.png'}; series logged to MLflow at {uri}")
     return 0
 
@@ -188,11 +221,11 @@ def _pct(v: float) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:+.1f} %"
 
 
-def _markdown(series: list[dict[str, Any]], lambdas: list[int], steps: int, args: Any) -> str:
+def _markdown(series: list[dict[str, Any]], lambdas: list[int], plan: str, args: Any) -> str:
     lines = [
-        f"BD-rate of the CPU recipe (lambda {', '.join(map(str, lambdas))}; {steps} steps each) "
-        "against each classical codec, PSNR / MS-SSIM (dB); negative = fewer bytes for the "
-        "same quality. Real bytes, held-out test split.",
+        f"BD-rate of the CPU recipe (lambda {', '.join(map(str, lambdas))}: {plan}) against "
+        "each classical codec, on PSNR / on MS-SSIM (dB); negative = fewer bytes for the same "
+        "quality. Real bytes, the held-out test split.",
         "",
         "| step | machine-hours | vs JPEG | vs WebP | vs JPEG2000 | learned points (bpp, PSNR) |",
         "|---:|---:|---:|---:|---:|---|",
@@ -205,46 +238,47 @@ def _markdown(series: list[dict[str, Any]], lambdas: list[int], steps: int, args
         )
     if len(series) >= 2:
         a, b = series[-2], series[-1]
-        slope = (b["jpeg2000_psnr"] - a["jpeg2000_psnr"]) / (b["step"] - a["step"])
-        line = (
-            "\nLast interval: BD-rate vs JPEG2000 (PSNR) moved "
-            f"{slope * 1000:+.2f} points per 1000 steps"
-        )
-        if slope < 0 and b["jpeg2000_psnr"] > 0:
-            more = b["jpeg2000_psnr"] / -slope
-            line += f"; at that slope it crosses 0 after about {more:.0f} more steps per rate point"
-        lines.append(line + ".")
+        hours = b["machine_hours"] - a["machine_hours"]
+        for anchor in CLASSICAL:
+            delta = b[f"{anchor}_psnr"] - a[f"{anchor}_psnr"]
+            if not math.isfinite(delta):
+                continue
+            line = (
+                f"\nLast interval, vs {anchor} (PSNR): {delta:+.1f} points in {hours:.2f} "
+                f"machine-hours ({delta / hours:+.1f} per hour)"
+            )
+            if delta < 0 < b[f"{anchor}_psnr"]:
+                line += (
+                    f"; at that slope it crosses 0 after about "
+                    f"{b[f'{anchor}_psnr'] / (-delta / hours):.1f} more machine-hours"
+                )
+            lines.append(line + ".")
     return "\n".join(lines) + "\n"
 
 
-def _plot(series: list[dict[str, Any]], path: Path) -> None:
+def _plot(series: list[dict[str, Any]], path: Path, plan: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     hours = [r["machine_hours"] for r in series]
     for ax, metric, title in ((axes[0], "psnr", "PSNR"), (axes[1], "ms_ssim", "MS-SSIM (dB)")):
         for anchor, style in zip(CLASSICAL, ("o-", "s-", "^-"), strict=True):
             ax.plot(hours, [r[f"{anchor}_{metric}"] for r in series], style, label=f"vs {anchor}")
         ax.axhline(0, color="k", lw=0.8)
-        ax.set(
-            xlabel="machine-hours of training (2 cores, all rate points)",
-            title=f"BD-rate on {title}",
-        )
+        ax.set(xlabel="machine-hours of training (2 cores, all rate points)",
+               title=f"BD-rate on {title}")  # fmt: skip
         ax.grid(alpha=0.3)
-        top = ax.secondary_xaxis("top", functions=(lambda h: h, lambda h: h))
-        top.set_xlabel("")
     axes[0].set_ylabel("BD-rate (%), negative = learned codec smaller")
     axes[0].legend()
-    steps = [r["step"] for r in series]
-    fig.suptitle(f"CPU recipe, steps per rate point: {steps[0]} ... {steps[-1]}")
+    fig.suptitle(f"CPU recipe: {plan}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def _log(uri: str, series: list[dict[str, Any]], args: Any, steps: int, work: Path) -> None:
+def _log(uri: str, series: list[dict[str, Any]], args: Any, plan: str, work: Path) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
@@ -258,7 +292,7 @@ def _log(uri: str, series: list[dict[str, Any]], args: Any, steps: int, work: Pa
         "lambdas": args.lambdas,
         "budget_hours": args.budget_hours,
         "step_seconds": args.step_seconds,
-        "steps_per_lambda": steps,
+        "plan": plan,
         "config": str(args.config),
     }.items():
         client.log_param(rid, key, value)
@@ -271,6 +305,7 @@ def _log(uri: str, series: list[dict[str, Any]], args: Any, steps: int, work: Pa
                 if math.isfinite(v):
                     metrics.append(Metric(f"bd_rate_{metric}_vs_{anchor}", v, now, r["step"]))
         metrics.append(Metric("machine_hours", r["machine_hours"], now, r["step"]))
+        metrics.append(Metric("total_steps", r["total_steps"], now, r["step"]))
     client.log_batch(rid, metrics=metrics)
     for name in ("convergence.png", "convergence.md", "convergence.json"):
         client.log_artifact(rid, str(work / name))
@@ -302,16 +337,15 @@ def sweep(args: argparse.Namespace) -> int:
             train(config, str(args.lmbda), shards, out, uri)
         results.append((name, steps, _val_curve(uri, f"sweep-{name}", args.lmbda)))
     print(f"\nJ = {args.lmbda} * MSE + bpp on the val split (real bytes), lower is better\n")
-    print(
-        "| variant | steps | "
-        + " | ".join(f"J at {i}/3" for i in (1, 2, 3))
-        + " | bpp | PSNR (dB) |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | steps | J along the run (step: J) | final bpp | final PSNR (dB) | final J |")
+    print("|---|---:|---|---:|---:|---:|")
     for name, steps, curve in results:
-        js = " | ".join(f"{c['J']:.4f}" for c in curve)
+        js = ", ".join(f"{c['step']}: {c['J']:.3f}" for c in curve[:-1])
         last = curve[-1]
-        print(f"| {name} | {steps} | {js} | {last['bpp']:.4f} | {last['psnr']:.2f} |")
+        print(
+            f"| {name} | {steps} | {js} | {last['bpp']:.4f} | {last['psnr']:.2f} "
+            f"| {last['J']:.4f} |"
+        )
     return 0
 
 
@@ -329,6 +363,37 @@ def _val_curve(uri: str, experiment: str, lmbda: int) -> list[dict[str, float]]:
     ]
 
 
+def calibrate(args: argparse.Namespace) -> int:
+    """The recipe's step time as ``ltchm train`` runs it (run on an idle machine)."""
+    import statistics
+
+    from mlflow import MlflowClient
+
+    work = args.out
+    work.mkdir(parents=True, exist_ok=True)
+    shards = build_shards(work / "shards")
+    uri = f"sqlite:///{work / 'mlruns.db'}"
+    config = write_config(
+        work / "calibrate.yaml",
+        args.config.resolve(),
+        {"train.steps": args.steps, "train.log_every": 1, "train.val_every": 10**9,
+         "train.checkpoint_every": 10**9, "train.snapshot_every": None,
+         "tracking.system_metrics": False},
+    )  # fmt: skip
+    load = os.getloadavg()[0]
+    train(config, str(args.lmbda), shards, work / "runs", uri)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("ltchm").experiment_id], "tags.`ltchm.kind` = 'train'"
+    )
+    history = client.get_metric_history(run.info.run_id, "seconds_per_step")
+    times = [m.value for m in sorted(history, key=lambda m: m.step)]
+    median = statistics.median(times[10:] or times)
+    print(f"\n{args.config}: {median:.3f} s per step (median of steps 11-{args.steps}; "
+          f"load average {load:.1f} at the start)")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -337,6 +402,8 @@ def main() -> int:
     r.add_argument("--step-seconds", type=float, default=IDLE_STEP_SECONDS,
                    help="the recipe's idle step time (the budget's unit)")  # fmt: skip
     r.add_argument("--lambdas", default="128,512,2048")
+    r.add_argument("--base-lambda", type=int, help="train it first, fine-tune the others from it")
+    r.add_argument("--base-share", type=float, default=0.5, help="its share of the budget")
     r.add_argument("--evals", type=int, default=6, help="evaluations over the run")
     r.add_argument("--config", type=Path, default=RECIPE)
     r.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"),
@@ -352,11 +419,16 @@ def main() -> int:
     s.add_argument("--lmbda", type=int, default=512)
     s.add_argument("--config", type=Path, default=RECIPE)
     s.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ltchm-sweep")
+    c = sub.add_parser("calibrate", help="the recipe's step time (run on an idle machine)")
+    c.add_argument("--steps", type=int, default=60)
+    c.add_argument("--lmbda", type=int, default=512)
+    c.add_argument("--config", type=Path, default=RECIPE)
+    c.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ltchm-calibrate")
     args = p.parse_args()
     if getattr(args, "set", None):
         args.set = [(k, _yaml_value(v)) for k, v in args.set]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    return run(args) if args.cmd == "run" else sweep(args)
+    return {"run": run, "sweep": sweep, "calibrate": calibrate}[args.cmd](args)
 
 
 if __name__ == "__main__":

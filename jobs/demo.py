@@ -287,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         "compress the scenes and decompress them into GeoTIFFs",
         lambda: _scenes(src["scenes"], out / "scenes", scene_model),
     )
-    stages.run("JPEG2000 at the same bytes, for reference", lambda: _jpeg2000_beside(scene_rows, src["scenes"]))
+    stages.run(
+        "JPEG2000 at the same bytes, for reference",
+        lambda: _jpeg2000_beside(scene_rows, src["scenes"]),
+    )
     plots = sorted(evaluation.glob("*psnr*.png")) or sorted(evaluation.glob("*.png"))
     _summary(
         stages,

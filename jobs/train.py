@@ -80,6 +80,14 @@ def _lambda_configs(args: argparse.Namespace) -> list[Config]:
     return configs
 
 
+def check_init(configs: list[Config]) -> None:
+    """Raise ``FileNotFoundError`` for a ``train.init_from`` file that does not exist."""
+    for cfg in configs:
+        spec = cfg.train.init_from
+        if spec and "://" not in spec and ":/" not in spec and not Path(spec).is_file():
+            raise FileNotFoundError(f"train.init_from: no such checkpoint: {spec}")
+
+
 def check_shards(shards: Path) -> None:
     """Raise ``FileNotFoundError`` unless ``shards`` is a finished preprocessing output."""
     from pipeline.loader import shard_urls
@@ -270,6 +278,7 @@ def plan_runs(configs: list[Config], shards: Path) -> Plan:
 
     shards = Path(shards).resolve()
     check_shards(shards)
+    check_init(configs)
     for cfg in configs:
         deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
     base = configs[0]

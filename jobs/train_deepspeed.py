@@ -25,6 +25,7 @@ from jobs.train import (
     RunOutcome,
     _lambda_configs,
     _parser,
+    check_init,
     check_shards,
     close_plan,
     finish,
@@ -59,6 +60,7 @@ def _prepare(args: Any) -> dict[str, Any]:
         if args.no_tracking:
             shards = Path(args.shards).resolve()
             check_shards(shards)
+            check_init(configs)
             for cfg in configs:
                 deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
             out.mkdir(parents=True, exist_ok=True)

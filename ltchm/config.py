@@ -38,6 +38,7 @@ __all__ = [
     "config_hash",
     "dump_config",
     "load_config",
+    "yaml_value",
 ]
 
 LAMBDAS = (128, 256, 512, 1024, 2048, 4096)
@@ -104,6 +105,11 @@ class TrainConfig(_Section):
     val_images: int = Field(16, ge=1)
     checkpoint_every: int = Field(5000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    init_from: str | None = Field(
+        None,
+        description="start from this model's weights (a checkpoint file or models:/ URI of the "
+        "same architecture, e.g. another rate point's): fine-tuning instead of a random start",
+    )
     snapshot_every: int | None = Field(
         None,
         ge=1,
@@ -313,6 +319,11 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+def yaml_value(text: str) -> Any:
+    """A value written as in a config file (``1e-4`` is a float here, as users mean it)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

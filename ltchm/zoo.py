@@ -125,4 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     width = max(map(len, _REGISTRY))
     for name, entry in _REGISTRY.items():
         print(f"{name:<{width}}  {entry.description}  (keys: {', '.join(accepted_keys(name))})")
+    from ltchm.codec.pretrained import pretrained_sets
+
+    sets = pretrained_sets()
+    if sets:
+        print("\npretrained sets (--model pretrained:<set>/<λ>; see each set's MODEL_CARD.md):")
+        for set_name, models in sets.items():
+            print(f"  {set_name}: λ = {', '.join(f'{lm:g}' for lm in models)}")
     return 0

@@ -120,6 +120,12 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
             torch.set_num_threads(int(loop["threads"]))
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = model_from_config(cfg.model)
+    if cfg.train.init_from:
+        from ltchm.codec import load_model
+
+        start = load_model(cfg.train.init_from)
+        model.load_state_dict(start.state_dict())  # strict: the same architecture
+        model.train()
     net_params, aux_params = split_parameters(model)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model,
@@ -219,7 +225,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         validating = step % cfg.train.val_every == 0 or step == cfg.train.steps
         checkpointing = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
         every = cfg.train.snapshot_every
-        snapshotting = bool(every) and (step % every == 0 or step == cfg.train.steps)
+        snapshotting = every is not None and (step % every == 0 or step == cfg.train.steps)
         # A loss can stay finite while weights overflow (bounded likelihoods, clamped
         # outputs): never validate or checkpoint non-finite weights.
         if (validating or checkpointing or snapshotting) and not _all_finite(

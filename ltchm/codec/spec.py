@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ltchm.codec.checkpoint import load_checkpoint, prepare_for_coding
+from ltchm.codec.pretrained import PREFIX, pretrained_path
 from ltchm.config import ModelConfig, load_config
 
 __all__ = ["load_model"]
@@ -23,14 +24,17 @@ def load_model(
 
     Args:
         spec: ``models:/name@alias`` / ``models:/name/version`` / ``runs:/...`` (MLflow),
-            a checkpoint file, or a registry name (see ``ltchm list-models``) whose config
-            comes from ``config`` (untrained, reproducibly initialised weights).
+            ``pretrained:<set>/<λ>`` (``samples/models``), a checkpoint file, or a registry
+            name (see ``ltchm list-models``) whose config comes from ``config`` (untrained,
+            reproducibly initialised weights).
         config: a config file for a registry name (its ``model`` and ``loss.lmbda``).
     """
     from ltchm.zoo import list_models, model_from_config
 
     if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         return load_checkpoint(_download_mlflow(spec), map_location=device)
+    if spec.startswith(PREFIX):
+        return load_checkpoint(pretrained_path(spec), map_location=device)
     path = Path(spec)
     if path.is_file():
         if config is not None:
@@ -51,7 +55,8 @@ def load_model(
         return prepare_for_coding(model.to(device))
     raise ValueError(
         f"model spec {spec!r} is neither a checkpoint file, an MLflow URI (models:/..., "
-        f"runs:/...) nor a registered model ({', '.join(list_models())})"
+        f"runs:/...), a pretrained set (pretrained:<set>/<λ>) nor a registered model "
+        f"({', '.join(list_models())})"
     )
 
 

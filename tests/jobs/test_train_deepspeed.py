@@ -111,3 +111,39 @@ def test_launcher_bad_input_stops_every_rank_with_a_clear_error(tmp_path) -> Non
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "shards not found" in proc.stdout + proc.stderr
+
+
+def test_launcher_without_tracking_fine_tunes_from_a_checkpoint(tmp_path, shards) -> None:
+    """``train.init_from``: a rate point starts from another model's weights (here with a
+    learning rate too small to move them, so the result must be those weights)."""
+    import torch
+
+    from ltchm.codec import save_checkpoint
+    from ltchm.zoo import get_model
+
+    torch.manual_seed(123)
+    start = get_model("ltchm", N=8)
+    init = tmp_path / "start.pt"
+    save_checkpoint(start, init, lmbda=1024)
+    config = tmp_path / "ft.yaml"
+    config.write_text(
+        CONFIG.replace(
+            "lr: 1.0e-3", f"lr: 1.0e-30\n  lr_final: 1.0e-30\n  init_from: {init}"
+        ).replace("checkpoint_every: 3", "checkpoint_every: 2")
+    )
+    out = tmp_path / "runs"
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--module"]
+    cmd += ["jobs.train_deepspeed", "--config", str(config), "--shards", str(shards)]
+    cmd += ["--steps", "2", "--out", str(out), "--no-tracking"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    tuned = load_checkpoint(out / "lambda_256" / "model.pt")
+    expected = load_checkpoint(init).state_dict()
+    for name, value in tuned.state_dict().items():
+        if name.endswith(("weight", "bias")) and "entropy_bottleneck" not in name:
+            assert torch.allclose(value, expected[name], atol=1e-6), name
+    assert not list(tmp_path.rglob("*.db"))  # --no-tracking: no MLflow store anywhere
+    # a missing init_from is a clear error before any training
+    config.write_text(CONFIG.replace("lr: 1.0e-3", f"init_from: {tmp_path / 'nope.pt'}"))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "no such checkpoint" in proc.stdout + proc.stderr
