@@ -52,6 +52,7 @@ def _lambda_configs(args: argparse.Namespace) -> list[Config]:
         "train.patch_size": args.patch_size,
         "train.checkpoint_every": args.checkpoint_every,
         "train.val_every": args.val_every,
+        "train.init_from": str(args.init_from) if args.init_from else None,
         "train.use_gpu": True if args.gpu else None,
         "tracking.tracking_uri": args.tracking_uri,
         "tracking.experiment": args.experiment,
@@ -81,11 +82,15 @@ def _lambda_configs(args: argparse.Namespace) -> list[Config]:
 
 
 def check_init(configs: list[Config]) -> None:
-    """Raise ``FileNotFoundError`` for a ``train.init_from`` file that does not exist."""
+    """Raise ``FileNotFoundError`` for a ``train.init_from`` file that does not exist; make
+    an existing one absolute (workers do not run in the command's folder)."""
     for cfg in configs:
         spec = cfg.train.init_from
-        if spec and "://" not in spec and ":/" not in spec and not Path(spec).is_file():
+        if not spec or ":/" in spec or spec.startswith("pretrained:"):
+            continue  # a URI (models:/, runs:/) or a shipped set: resolved where it is loaded
+        if not Path(spec).is_file():
             raise FileNotFoundError(f"train.init_from: no such checkpoint: {spec}")
+        cfg.train.init_from = str(Path(spec).resolve())
 
 
 def check_shards(shards: Path) -> None:
@@ -388,6 +393,10 @@ def _parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.Argum
     p.add_argument("--patch-size", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--val-every", type=int)
+    p.add_argument(
+        "--init-from",
+        help="start from this model's weights (checkpoint or models:/ URI): fine-tuning",
+    )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
     p.add_argument("--experiment", help="MLflow experiment")
