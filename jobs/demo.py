@@ -33,6 +33,9 @@ from ltchm.paths import REPO_ROOT, SAMPLES, dev_data
 __all__ = ["main"]
 
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+# the shipped models the scene stage uses when present (samples/models/<set>/MODEL_CARD.md)
+PRETRAINED_SET = "cpu-2h"
+SCENE_LAMBDA = 2048
 
 
 class Stages:
@@ -210,6 +213,26 @@ def _fmt_db(value: float | str | None) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _scene_model(choice: str | None, steps: int | None) -> tuple[str, str]:
+    """The model spec that codes the scenes, and what to tell the user about it."""
+    from ltchm.codec.pretrained import pretrained_path, pretrained_sets
+
+    own = (
+        f"These are the demo's own models: N = 16, {steps or 60} steps (configs/demo.yaml), "
+        "a check of the platform, not of the codec's quality."
+    )
+    if choice is None:
+        sets = pretrained_sets()
+        if PRETRAINED_SET in sets and SCENE_LAMBDA in sets[PRETRAINED_SET]:
+            spec = f"pretrained:{PRETRAINED_SET}/{SCENE_LAMBDA}"
+            card = pretrained_path(spec).parent / "MODEL_CARD.md"
+            return spec, f"A shipped pretrained model; how it was trained and measured: {card}."
+        choice = "4096"
+    if choice.isdigit() and int(choice) in LAMBDAS:
+        return f"models:/ltchm-lambda{choice}@candidate", own
+    return choice, ""
+
+
 def _jpeg2000_beside(rows: list[dict[str, Any]], scenes: list[Path]) -> None:
     """Add to each coded scene the PSNR of JPEG2000 at the same number of bytes."""
     from pipeline.scenes.baseline import jpeg2000_at_bytes
@@ -254,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     parser.add_argument("--steps", type=int, help="training steps per rate point (demo: 60)")
     parser.add_argument("--eval-images", type=int, default=4, help="test images evaluated")
-    parser.add_argument("--scene-model", type=int, default=4096, choices=LAMBDAS,
-                        help="the rate point that codes the scenes")  # fmt: skip
+    parser.add_argument(
+        "--scene-model",
+        help="the model that codes the scenes: a rate point of the demo's own (128 ... 4096) "
+        "or any model spec; default: the shipped pretrained set's "
+        f"{SCENE_LAMBDA} when there is one (samples/models), else the demo's own 4096",
+    )
     parser.add_argument("--keep", action="store_true", help="keep an earlier demo's outputs")
     args = parser.parse_args(argv)
 
@@ -282,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate on held-out images against JPEG2000 (RD curves, BD-rate)",
         lambda: _evaluate(shards, src["ucm"], out / "evaluation", uri, args.eval_images),
     )
-    scene_model = f"models:/ltchm-lambda{args.scene_model}@candidate"
+    scene_model, note = _scene_model(args.scene_model, args.steps)
     scene_rows = stages.run(
         "compress the scenes and decompress them into GeoTIFFs",
         lambda: _scenes(src["scenes"], out / "scenes", scene_model),
@@ -298,10 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             "models": _registered(uri),
             "scenes": scene_rows,
             "scene_model": scene_model,
-            "scene_model_note": (
-                f"These are the demo's own models: N = 16, {args.steps or 60} steps "
-                "(configs/demo.yaml), a check of the platform, not of the codec's quality."
-            ),
+            "scene_model_note": note,
             "paths": {
                 "RD plot": plots[0] if plots else evaluation,
                 "BD-rate table": evaluation / "bd.md",

@@ -47,12 +47,22 @@ def save_checkpoint(
     lmbda: float | None = None,
     metadata: dict[str, Any] | None = None,
     rebuild_tables: bool = True,
+    half: bool = False,
 ) -> str:
     """Write ``model`` atomically, with its coding tables; return its weights hash.
 
     ``rebuild_tables`` rebuilds the tables from the weights first (after training); pass
-    ``False`` to keep the tables a loaded model came with.
+    ``False`` to keep the tables a loaded model came with. ``half`` stores the float weights
+    in 16 bits (half the file, for distribution): the model's weights are rounded to
+    float16 first and its tables built from those, so the file loads as exactly the model
+    that was saved (and ``model`` itself is that rounded model afterwards).
     """
+    if half:
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
+        rebuild_tables = True
     prepare_for_coding(model, force=rebuild_tables)
     cfg = model_config_of(model)
     if lmbda is None:
@@ -64,7 +74,10 @@ def save_checkpoint(
         "model": dump_config_section(cfg),
         "lmbda": None if lmbda is None else float(lmbda),
         "weights_hash": digest,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {
+            k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+            for k, v in model.state_dict().items()
+        },
         "metadata": metadata or {},
     }
     with atomic_path(path) as tmp:
