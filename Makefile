@@ -13,6 +13,9 @@ demo: setup
 	$(VENV)/bin/ltchm demo
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: setup

@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any, cast
 
 from jobs.local_state import OutputDirError, locked_output, ray_session
 from ltchm.atomic import atomic_path, atomic_write_text
@@ -111,7 +111,7 @@ def member_sha256(member: dict[str, Any], chunk: int = 1 << 22) -> str:
     with contextlib.ExitStack() as stack:
         if kind in ("file", "folder"):
             path = Path(source) if kind == "file" else Path(source) / name
-            f: io.BufferedIOBase = stack.enter_context(open(path, "rb"))
+            f: IO[bytes] = stack.enter_context(open(path, "rb"))
             remaining = None
         elif kind == "zip":
             zf = stack.enter_context(zipfile.ZipFile(source))
@@ -485,7 +485,7 @@ def _pool_ray(
             yield _RayPool(actors)
         finally:
             for a in actors:
-                ray.kill(a)
+                ray.kill(cast(Any, a))
 
 
 def _actor_hashes(pool: _RayPool) -> list[str]:

@@ -257,7 +257,7 @@ def _registered(uri: str) -> list[dict[str, Any]]:
     for lmbda in LAMBDAS:
         name = f"ltchm-lambda{lmbda}"
         version = client.get_model_version_by_alias(name, "candidate")
-        run = client.get_run(version.run_id)
+        run = client.get_run(str(version.run_id))
         rows.append(
             {
                 "lmbda": lmbda,

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jobs.local_state import OutputDirError, locked_output, ray_session
 from ltchm.atomic import atomic_write_text
@@ -148,9 +148,9 @@ def _run_ray(
             op_resource_reservation_enabled=False,
         ),
     ):
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map(
-            _build_row,
+        items = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = items.map(
+            cast(Any, _build_row),
             fn_kwargs={"out_dir": str(out_dir), "config": plan.config.model_dump_json()},
             compute=ray.data.TaskPoolStrategy(size=workers),
             # Ray Data retries a task whose worker died (without limit); the shard is then

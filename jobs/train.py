@@ -248,7 +248,7 @@ def finish(
 
             registered = log_and_register_model(uri, run_id, ckpt, cfg, digest)
         outcome = RunOutcome(lmbda, run_id, "ok", "", ckpt, registered, int(metrics["step"]))
-    if client is not None:
+    if client is not None and run_id:
         if outcome.message:
             client.set_tag(run_id, "ltchm.error", outcome.message[:5000])
         client.set_terminated(run_id, "FINISHED" if outcome.status == "ok" else "FAILED")

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = [_prepare(args) if rank == 0 else None]
     dist.broadcast_object_list(payload, src=0)
     info = payload[0]
+    assert info is not None  # every rank has rank 0's after the broadcast
     if "error" in info:
         if rank == 0:
             print(f"jobs.train_deepspeed: {info['error']}", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ltchm.layers import DAM, GCA, HPHAM, IDConv, WindowAttention
+from ltchm.layers import DAM, GCA, HPHAM, HybridAttentionStage, IDConv, WindowAttention
 from ltchm.models.ltchm import LTCHM
 from ltchm.zoo import get_model, list_models
 
@@ -172,11 +172,16 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
         )
     n_hpham = _count(model, HPHAM)
     if n_hpham:
-        pointwise = sum(
-            thop_counted_params(layer)
+        stages = [
+            st
             for hp in model.modules()
             if isinstance(hp, HPHAM)
             for st in hp.stages
+            if isinstance(st, HybridAttentionStage)
+        ]
+        layers: list[nn.Module] = [
+            layer
+            for st in stages
             for layer in (
                 st.conv_in,
                 st.conv_out,
@@ -185,7 +190,8 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
                 st.ffn.fc1,
                 st.ffn.fc2,
             )
-        )
+        ]
+        pointwise = sum(thop_counted_params(layer) for layer in layers)
         hp_params = _thop_params_of(model, HPHAM)
         lines.append(
             f"{n_hpham} HPHAMs hold {hp_params / 1e6:.2f}M (thop rule) against Table 4's 3.93M; "

@@ -432,7 +432,8 @@ def load_config(
 
 def dump_config(cfg: Config) -> dict[str, Any]:
     """A JSON/YAML-ready mapping that :func:`config_from_dict` turns back into ``cfg``."""
-    return json.loads(cfg.model_dump_json())
+    dumped: dict[str, Any] = json.loads(cfg.model_dump_json())
+    return dumped
 
 
 def config_hash(section: BaseModel) -> str:

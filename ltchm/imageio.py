@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
 from ltchm.atomic import atomic_path
 
+# An 8-bit RGB image as arrays hold it: (H, W, 3) uint8.
+Image8: TypeAlias = NDArray[np.uint8]
+
 __all__ = [
     "IMAGE_SUFFIXES",
+    "Image8",
     "ImageFormatError",
     "list_images",
     "read_image",
@@ -47,6 +53,7 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
             georeferenced multi-band rasters belong to ``ltchm compress-scenes``.
     """
     path = Path(path)
+    img: Image.Image
     try:
         img = Image.open(path)
         img.load()
@@ -72,7 +79,7 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
+def to_uint8(x: Tensor) -> Image8:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounding to nearest."""
     return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 

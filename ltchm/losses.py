@@ -14,7 +14,7 @@ __all__ = ["RateDistortionLoss", "bpp_from_likelihoods"]
 
 def bpp_from_likelihoods(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     """Estimated bits per pixel: the information content of all latents over the pixels."""
-    total = sum(torch.log(lik).sum() for lik in likelihoods.values())
+    total = torch.stack([torch.log(lik).sum() for lik in likelihoods.values()]).sum()
     return -total / (math.log(2) * num_pixels)
 
 

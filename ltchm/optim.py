@@ -17,7 +17,8 @@ __all__ = ["learning_rate", "split_parameters"]
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(net parameters, auxiliary parameters), disjoint and covering every trainable one."""
-    net, aux = [], []
+    net: list[nn.Parameter] = []
+    aux: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ltchm.losses import RateDistortionLoss
+from ltchm.models import CodingModel
 from ltchm.optim import split_parameters
 
 __all__ = ["quick_fit", "random_crops"]
@@ -42,7 +43,7 @@ def random_crops(
 
 
 def quick_fit(
-    model: nn.Module,
+    model: CodingModel,
     images: Sequence[Tensor],
     steps: int,
     lmbda: float,

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from ltchm.config import ModelConfig
+from ltchm.models import CodingModel
 from ltchm.models.ltchm import LTCHM, Variant
 
 __all__ = ["describe", "get_model", "list_models", "model_from_config"]
@@ -39,7 +40,8 @@ def _compressai(cls_name: str) -> Callable[..., nn.Module]:
     def build(N: int = 192) -> nn.Module:
         from compressai import models
 
-        return getattr(models, cls_name)(N=N)
+        model: nn.Module = getattr(models, cls_name)(N=N)
+        return model
 
     return build
 
@@ -84,7 +86,7 @@ def accepted_keys(name: str) -> list[str]:
     return list(inspect.signature(_entry(name).build).parameters)
 
 
-def get_model(name: str, **cfg: Any) -> nn.Module:
+def get_model(name: str, **cfg: Any) -> CodingModel:
     """Build registered model ``name`` with configuration ``cfg`` (e.g. ``N=192``)."""
     entry = _entry(name)
     allowed = accepted_keys(name)
@@ -93,13 +95,13 @@ def get_model(name: str, **cfg: Any) -> nn.Module:
         raise TypeError(
             f"model {name!r} does not take {', '.join(unknown)}; it takes: {', '.join(allowed)}"
         )
-    model = entry.build(**cfg)
+    model: CodingModel = entry.build(**cfg)
     # what the codec records as the model's identity and checkpoints rebuild it from
     model.model_config = ModelConfig(name=name, **cfg)
     return model
 
 
-def model_from_config(cfg: ModelConfig) -> nn.Module:
+def model_from_config(cfg: ModelConfig) -> CodingModel:
     """Build the model a :class:`~ltchm.config.ModelConfig` describes.
 
     Keys the model does not take are dropped only when they hold their default value, so a

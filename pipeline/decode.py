@@ -117,12 +117,14 @@ def _read_pil(source: bytes | Path, max_pixels: int) -> tuple[np.ndarray, list[s
     notes: list[str] = []
     with _pil_pixel_limit():
         try:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+                im: Image.Image = opened
                 w, h = im.size
                 if w * h > max_pixels:
                     raise DecodeError(f"{w}x{h} exceeds max_image_pixels={max_pixels}")
-                if getattr(im, "n_frames", 1) > 1:
-                    notes.append(f"first frame of {im.n_frames}")
+                frames = int(getattr(im, "n_frames", 1))
+                if frames > 1:
+                    notes.append(f"first frame of {frames}")
                 im.load()
                 mode = im.mode
                 if mode == "P":

@@ -42,7 +42,7 @@ def shard_urls(shards: str | Path | Sequence[str], split: str = "train") -> list
     A folder is read through its ``manifest.json`` (only complete jobs have one; a folder
     without a manifest is refused rather than read half-written).
     """
-    if isinstance(shards, (list, tuple)):
+    if not isinstance(shards, (str, Path)):
         urls = [str(u) for u in shards]
     else:
         path = Path(shards)

@@ -221,8 +221,8 @@ def make_plan(inputs: Sequence[str | Path], cfg: PreprocessConfig) -> Plan:
             continue
         chosen[(dataset, image_id)] = (layout, label, archive, m)
     if not chosen:
-        names = ", ".join(s["name"] for s in sources)
-        raise ValueError(f"no image members found in {names}")
+        given = ", ".join(s["name"] for s in sources)
+        raise ValueError(f"no image members found in {given}")
 
     keys = _keys(list(chosen))
     by_split: dict[str, list[tuple[float, ImageEntry]]] = defaultdict(list)

@@ -77,8 +77,8 @@ def _write(dest: Path, entries: list[tuple[str, Path | bytes]]) -> None:
                 else:
                     zf.write(src, arcname)
         return
-    mode = "w:gz" if name.endswith((".tar.gz", ".tgz")) else "w"
-    with tarfile.open(dest, mode) as tf:
+    gzip = name.endswith((".tar.gz", ".tgz"))
+    with tarfile.open(dest, "w:gz") if gzip else tarfile.open(dest, "w") as tf:
         for arcname, src in entries:
             if isinstance(src, bytes):
                 info = tarfile.TarInfo(arcname)

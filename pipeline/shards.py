@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class _SampleWriter:
 
     def __init__(self, fileobj: _HashingWriter) -> None:
         # Stream mode: nothing seeks back, so the hashing wrapper sees every byte once.
-        self.tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        self.tar = tarfile.open(fileobj=cast(Any, fileobj), mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
 
     def write(self, key: str, files: dict[str, bytes]) -> None:
         for ext in sorted(files):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 
 __all__ = ["pad_to", "skip_reason", "tile_grid", "tile_origins"]
@@ -47,7 +49,7 @@ def pad_to(
     if ph == 0 and pw == 0:
         return image, valid
     # numpy's symmetric/reflect modes handle pads wider than the image by repeating.
-    padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=cast(Any, mode))
     mask = np.pad(valid, ((0, ph), (0, pw)), mode="constant", constant_values=False)
     return padded, mask
 

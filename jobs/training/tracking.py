@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ltchm.config import Config, dump_config
 
@@ -169,7 +169,7 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(cast(Any, previous))  # None restores MLflow's default
         if env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

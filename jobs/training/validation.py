@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ltchm.codec import ImageCodec, bits_per_pixel
 from ltchm.losses import bpp_from_likelihoods
 from ltchm.metrics import ms_ssim, psnr
+from ltchm.models import CodingModel
 
 __all__ = ["validate"]
 
@@ -25,7 +26,7 @@ def validate(model: nn.Module, images: Sequence[Tensor]) -> dict[str, float]:
     """
     if not images:
         return {}
-    snapshot = copy.deepcopy(model).float().cpu().eval()
+    snapshot: CodingModel = copy.deepcopy(model).float().cpu().eval()
     snapshot.update(force=True)
     codec = ImageCodec(snapshot, device="cpu")
     sums = {"val_bpp": 0.0, "val_bpp_estimated": 0.0, "val_psnr": 0.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -69,6 +70,12 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
 
 def _gloo() -> bool:
     return dist.get_backend() == "gloo"
+
+
+def _save_checkpoint(
+    engine: Any, folder: str, latest: bool, *, tag: str, client_state: dict[str, Any]
+) -> None:
+    engine.save_checkpoint(folder, tag=tag, client_state=client_state, save_latest=latest)
 
 
 def _snapshot(model: torch.nn.Module, folder: str, step: int, lmbda: float, run_id: Any) -> None:
@@ -245,8 +252,8 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
             client_state = {"step": step, "aux_optimizer": aux_optimizer.state_dict()}
             status["step"] = step
             session.save(
-                lambda d, latest, tag=f"step{step:08d}", state=client_state: engine.save_checkpoint(
-                    d, tag=tag, client_state=state, save_latest=latest
+                functools.partial(
+                    _save_checkpoint, engine, tag=f"step{step:08d}", client_state=client_state
                 ),
                 {**status, **{k: metrics[k] for k in ("loss", "bpp", "mse")}},
             )

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from torch import nn
 
 from ltchm.atomic import atomic_path
 from ltchm.codec.identity import model_config_of, weights_hash
 from ltchm.config import ModelConfig, dump_config
+from ltchm.models import CodingModel
 
 __all__ = ["CheckpointError", "load_checkpoint", "prepare_for_coding", "save_checkpoint"]
 
@@ -28,7 +28,7 @@ class CheckpointError(ValueError):
     """A file that is not a usable ltchm checkpoint."""
 
 
-def prepare_for_coding(model: nn.Module, force: bool = False) -> nn.Module:
+def prepare_for_coding(model: CodingModel, force: bool = False) -> CodingModel:
     """Build the coding tables if the model lacks them (``update()`` semantics)."""
     ready = getattr(model, "ready", None)
     if (
@@ -41,7 +41,7 @@ def prepare_for_coding(model: nn.Module, force: bool = False) -> nn.Module:
 
 
 def save_checkpoint(
-    model: nn.Module,
+    model: CodingModel,
     path: str | Path,
     *,
     lmbda: float | None = None,
@@ -88,10 +88,11 @@ def save_checkpoint(
 def dump_config_section(cfg: ModelConfig) -> dict[str, Any]:
     from ltchm.config import Config
 
-    return dump_config(Config(model=cfg))["model"]
+    section: dict[str, Any] = dump_config(Config(model=cfg))["model"]
+    return section
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CodingModel:
     """Load a checkpoint written by :func:`save_checkpoint`, ready to code."""
     from ltchm.zoo import model_from_config
 
@@ -113,7 +114,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         cfg = ModelConfig.model_validate({**payload["model"], "name": payload["model"]["name"]})
     except (ValidationError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from None
-    model = model_from_config(cfg)
+    model: CodingModel = model_from_config(cfg)
     state = payload["state_dict"]
     try:
         model.load_state_dict(state)

@@ -8,6 +8,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -131,7 +132,7 @@ def eval_images_main(argv: list[str] | None = None) -> int:
         x_hat = codec.decode(data)
         q = psnr(x_hat, x)
         m = ms_ssim(x_hat, x) if min(H, W) > 160 else math.nan
-        row = {
+        row: dict[str, Any] = {
             "image": path.name,
             "width": W,
             "height": H,

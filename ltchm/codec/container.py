@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from ltchm.codec.identity import ModelIdentity
 
@@ -90,7 +91,7 @@ class _Reader:
     def __init__(self, data: bytes, start: int, end: int) -> None:
         self.data, self.pos, self.end = data, start, end
 
-    def take(self, fmt: str) -> tuple:
+    def take(self, fmt: str) -> tuple[Any, ...]:
         size = struct.calcsize(fmt)
         if self.pos + size > self.end:
             raise ContainerError("header truncated")

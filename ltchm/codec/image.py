@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ltchm.codec.checkpoint import prepare_for_coding
 from ltchm.codec.container import LtcFile, Tile, pack, unpack
 from ltchm.codec.identity import ModelIdentity, identity_of
+from ltchm.models import CodingModel
 
 __all__ = ["ImageCodec", "ModelMismatchError", "tile_grid"]
 
@@ -52,12 +53,12 @@ class ImageCodec:
         device: where the networks run (the model's device by default).
     """
 
-    def __init__(self, model: nn.Module, tile_size: int = 1024, device: Any = None) -> None:
+    def __init__(self, model: CodingModel, tile_size: int = 1024, device: Any = None) -> None:
         stride = getattr(model, "stride", 64)
         if tile_size % stride:
             raise ValueError(f"tile_size must be a multiple of {stride}, got {tile_size}")
         self.device = torch.device(device) if device is not None else _device_of(model)
-        self.model = prepare_for_coding(model.to(self.device))
+        self.model: CodingModel = prepare_for_coding(model.to(self.device))
         self.stride = stride
         self.tile_size = tile_size
         self.identity: ModelIdentity = identity_of(self.model)

@@ -203,7 +203,7 @@ def unpack_tile(data: bytes) -> TileRecord:
     """Parse a tile record; :class:`ContainerError` if it is inconsistent."""
     pos = 0
 
-    def take(fmt: str) -> tuple:
+    def take(fmt: str) -> tuple[Any, ...]:
         nonlocal pos
         size = struct.calcsize(fmt)
         if pos + size > len(data):
@@ -373,4 +373,5 @@ class SceneReader:
 def header_of(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The header of a file as a plain dict (for ``ltchm decompress-scene --info``)."""
     with SceneReader(path) as r:
-        return json.loads(r.header.to_json())
+        header: dict[str, Any] = json.loads(r.header.to_json())
+    return header

@@ -6,11 +6,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ltchm.codec.checkpoint import load_checkpoint, prepare_for_coding
 from ltchm.codec.pretrained import PREFIX, pretrained_path
 from ltchm.config import ModelConfig, load_config
+from ltchm.models import CodingModel
 
 __all__ = ["load_model"]
 
@@ -19,7 +19,7 @@ INIT_SEED = 0  # registry models built from a config get reproducible initial we
 
 def load_model(
     spec: str, config: str | Path | None = None, device: str | torch.device = "cpu"
-) -> nn.Module:
+) -> CodingModel:
     """A model ready to code.
 
     Args:
@@ -50,7 +50,7 @@ def load_model(
         )
         with torch.random.fork_rng():
             torch.manual_seed(INIT_SEED)
-            model = model_from_config(model_cfg)
+            model: CodingModel = model_from_config(model_cfg)
         model.lmbda = cfg.loss.lmbda if cfg else None
         return prepare_for_coding(model.to(device))
     raise ValueError(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torch import nn
-
 from ltchm.codec.checkpoint import load_checkpoint, save_checkpoint
 from ltchm.codec.identity import ModelIdentity, weights_hash
+from ltchm.models import CodingModel
 
 __all__ = ["find_model", "store_dir", "store_model"]
 
@@ -20,7 +19,7 @@ def store_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ltchm" / "models"
 
 
-def store_model(model: nn.Module, digest: str | None = None) -> Path:
+def store_model(model: CodingModel, digest: str | None = None) -> Path:
     """Keep a copy of ``model`` in the store (once per distinct weights)."""
     digest = digest or weights_hash(model)
     path = store_dir() / f"{digest[:16]}.pt"
@@ -29,6 +28,6 @@ def store_model(model: nn.Module, digest: str | None = None) -> Path:
     return path
 
 
-def find_model(identity: ModelIdentity) -> nn.Module | None:
+def find_model(identity: ModelIdentity) -> CodingModel | None:
     path = store_dir() / f"{identity.weights_hash[:16]}.pt"
     return load_checkpoint(path) if path.is_file() else None

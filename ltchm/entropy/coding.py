@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from ltchm.entropy.detmath import det_erfc, det_exp, pow2, rint
@@ -69,8 +70,8 @@ class MixtureRows:
     """Categorical distributions of elements sharing one window width: ``probs[i]`` holds the
     masses of ``lo[i] .. lo[i] + width - 1`` and then the escape symbol."""
 
-    probs: np.ndarray  # (n, width + 1) float64 holding integers
-    lo: np.ndarray  # (n,) int64
+    probs: NDArray[np.float64]  # (n, width + 1) float64 holding integers
+    lo: NDArray[np.int64]  # (n,)
     width: int
 
 
@@ -160,7 +161,7 @@ class EscapeReader:
         return -value if self._bit() == "1" else value
 
 
-def _symbols(values: np.ndarray, rows: MixtureRows, esc: EscapeWriter) -> np.ndarray:
+def _symbols(values: NDArray[np.int64], rows: MixtureRows, esc: EscapeWriter) -> NDArray[np.int64]:
     rel = values - rows.lo
     inside = (rel >= 0) & (rel < rows.width)
     for i in np.flatnonzero(~inside):
@@ -172,10 +173,10 @@ class YEncoder:
     """Collects elements in decoding order; ``finish()`` returns (ans words, escapes)."""
 
     def __init__(self) -> None:
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._parts: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
         self._esc = EscapeWriter()
 
-    def add(self, values: np.ndarray, rows: MixtureRows) -> None:
+    def add(self, values: NDArray[np.int64], rows: MixtureRows) -> None:
         symbols = _symbols(values.astype(np.int64), rows, self._esc)
         for start in range(0, len(symbols), CHUNK):
             sl = slice(start, start + CHUNK)
@@ -198,7 +199,7 @@ class YDecoder:
         self._coder = constriction.stream.stack.AnsCoder(words)
         self._esc = EscapeReader(escapes)
 
-    def decode(self, rows: MixtureRows) -> np.ndarray:
+    def decode(self, rows: MixtureRows) -> NDArray[np.int64]:
         n = len(rows.lo)
         out = np.empty(n, dtype=np.int64)
         for start in range(0, n, CHUNK):

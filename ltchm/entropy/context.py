@@ -37,7 +37,7 @@ class ContextModel(nn.Module):
         self.conv = conv(N, 2 * N, kernel_size, padding=kernel_size // 2, mask_type="A")
 
     def forward(self, y_hat: Tensor) -> Tensor:
-        ctx = self.conv(y_hat)
+        ctx: Tensor = self.conv(y_hat)
         if self.mode == "checkerboard":
             H, W = y_hat.shape[-2:]
             ctx = ctx.masked_fill(anchor_mask(H, W, y_hat.device), 0.0)

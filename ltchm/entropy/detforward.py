@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from compressai.layers import MaskedConv2d
@@ -45,7 +46,7 @@ class DetProgram:
         self._weights: weakref.WeakKeyDictionary[nn.Module, IntWeights] = (
             weakref.WeakKeyDictionary()
         )
-        self._handlers: dict[type, Callable[[nn.Module, Tensor], Tensor]] = {
+        self._handlers: dict[type, Callable[[Any, Tensor], Tensor]] = {
             nn.Sequential: self._sequential,
             nn.Identity: lambda m, x: x.double(),
             nn.ReLU: lambda m, x: x.double().clamp_min(0.0),
@@ -66,12 +67,13 @@ class DetProgram:
     def weights(self, module: nn.Module) -> IntWeights:
         key = module
         if key not in self._weights:
+            weight = cast(Tensor, module.weight)
             if isinstance(module, nn.ConvTranspose2d):
-                w = IntWeights(module.weight, out_dim=1)
+                w = IntWeights(weight, out_dim=1)
             elif isinstance(module, MaskedConv2d):
-                w = IntWeights(module.weight * module.mask, out_dim=0)
+                w = IntWeights(weight * cast(Tensor, module.mask), out_dim=0)
             else:
-                w = IntWeights(module.weight, out_dim=0)
+                w = IntWeights(weight, out_dim=0)
             self._weights[key] = w
         return self._weights[key]
 
@@ -91,25 +93,25 @@ class DetProgram:
                 return handler(module, x)
         raise TypeError(f"no reproducible evaluation for {type(module).__name__}")
 
-    def _sequential(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _sequential(self, m: nn.Sequential, x: Tensor) -> Tensor:
         for layer in m:
             x = self.run(layer, x)
         return x
 
     # -- layers ----------------------------------------------------------------------------
     @staticmethod
-    def _leaky_relu(m: nn.Module, x: Tensor) -> Tensor:
+    def _leaky_relu(m: nn.LeakyReLU, x: Tensor) -> Tensor:
         x = x.double()
         return torch.where(x >= 0, x, x * m.negative_slope)
 
     @staticmethod
-    def _gelu(m: nn.Module, x: Tensor) -> Tensor:
+    def _gelu(m: nn.GELU, x: Tensor) -> Tensor:
         if m.approximate != "none":
             raise TypeError("only the exact (erf) GELU has a reproducible evaluation")
         return det_gelu(x)
 
-    def _conv(self, m: nn.Module, x: Tensor) -> Tensor:
-        if m.padding_mode != "zeros" or m.dilation != (1, 1):
+    def _conv(self, m: nn.Conv2d, x: Tensor) -> Tensor:
+        if m.padding_mode != "zeros" or m.dilation != (1, 1) or isinstance(m.padding, str):
             raise TypeError("reproducible convolutions support zero padding, no dilation")
         # 1x1 layers scale each position on its own, so a position's output never depends
         # on its neighbours (the autoregressive decoder evaluates positions one at a time).
@@ -122,25 +124,25 @@ class DetProgram:
         the neighbourhood): what the encoder's padded convolution gives at the centre."""
         return det_conv2d(y_hat, self.weights(m), m.bias, m.stride, 0, m.groups, 0)
 
-    def _deconv(self, m: nn.Module, x: Tensor) -> Tensor:
-        if m.groups != 1 or m.dilation != (1, 1):
+    def _deconv(self, m: nn.ConvTranspose2d, x: Tensor) -> Tensor:
+        if m.groups != 1 or m.dilation != (1, 1) or isinstance(m.padding, str):
             raise TypeError("reproducible transposed convolutions support groups=1 only")
         return det_conv_transpose2d(
             x, self.weights(m), m.bias, m.stride, m.padding, m.output_padding
         )
 
-    def _layer_norm2d(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _layer_norm2d(self, m: LayerNorm2d, x: Tensor) -> Tensor:
         n = m.norm
         return det_layer_norm(x, n.weight, n.bias, n.eps, dim=1)
 
-    def _stage(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _stage(self, m: HybridAttentionStage, x: Tensor) -> Tensor:
         x = x.double()
         x_cha, x_trans = self.run(m.conv_in, self.run(m.norm1, x)).chunk(2, dim=1)
         fused = torch.cat([self.run(m.gca, x_cha), self.run(m.attn, x_trans)], dim=1)
         mid = self.run(m.conv_out, fused) + x
         return self.run(m.ffn, self.run(m.norm2, mid)) + mid
 
-    def _window_attention(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _window_attention(self, m: WindowAttention, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
         mask, shift = m.masks(H, W, x.device)
         windows = m.to_windows(x.double(), shift)  # pure data movement: exact
@@ -157,20 +159,20 @@ class DetProgram:
         out = det_linear(out, self.weights(m.proj), m.proj.bias)
         return m.from_windows(out, B, H, W, shift)
 
-    def _gca(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _gca(self, m: GCA, x: Tensor) -> Tensor:
         x = x.double()
         s = det_mean(x, dim=(2, 3), keepdim=True)
         branches = torch.cat([self.run(b, s) for b in m.branches], dim=1)
         return x * det_sigmoid(self.run(m.fuse, branches))
 
-    def _msbffn(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _msbffn(self, m: MSBFFN, x: Tensor) -> Tensor:
         parts = self.run(m.fc1, x).chunk(len(m.branches), dim=1)
         outs: list[Tensor] = []
         for part, conv in zip(parts, m.branches, strict=True):
             outs.append(self.run(conv, part if not outs else part + outs[-1]))
         return self.run(m.fc2, det_gelu(torch.cat(outs, dim=1)))
 
-    def _context(self, m: nn.Module, x: Tensor) -> Tensor:
+    def _context(self, m: ContextModel, x: Tensor) -> Tensor:
         ctx = self.run(m.conv, x)
         if m.mode == "checkerboard":
             H, W = x.shape[-2:]

@@ -149,11 +149,16 @@ def _check_int_input(xi: Tensor, scale: Scale) -> None:
         raise DeterminismError("activations overflow the exact range of the entropy model")
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+Pair = int | tuple[int, ...]  # an int or a (height, width) pair, as torch's layers hold them
+
+
+def _pair(v: Pair) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _int_conv2d(xi: Tensor, w: Tensor, stride: tuple, padding: tuple, groups: int) -> Tensor:
+def _int_conv2d(
+    xi: Tensor, w: Tensor, stride: tuple[int, int], padding: tuple[int, int], groups: int
+) -> Tensor:
     """Convolution of integer-valued float64 tensors as matrix products.
 
     Written with unfold/matmul rather than ``F.conv2d``: PyTorch's float64 CPU convolution
@@ -176,10 +181,10 @@ def _int_conv2d(xi: Tensor, w: Tensor, stride: tuple, padding: tuple, groups: in
     if groups == 1:
         out = w.reshape(O, -1) @ cols
     elif groups == C and Cg == 1:
-        taps = cols.reshape(B, C, kh * kw, -1) * w.reshape(C, kh * kw, 1)
-        out = taps.sum(dim=2) if O == C else None
-        if out is None:
+        if O != C:
             raise ValueError("depth-wise convolution with a channel multiplier")
+        taps = cols.reshape(B, C, kh * kw, -1) * w.reshape(C, kh * kw, 1)
+        out = taps.sum(dim=2)
     else:
         cols = cols.reshape(B, groups, Cg * kh * kw, -1)
         out = w.reshape(groups, O // groups, -1) @ cols
@@ -190,8 +195,8 @@ def det_conv2d(
     x: Tensor,
     w: IntWeights,
     bias: Tensor | None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    stride: Pair = 1,
+    padding: Pair = 0,
     groups: int = 1,
     scale: Scale = "sample",
 ) -> Tensor:
@@ -206,9 +211,9 @@ def det_conv_transpose2d(
     x: Tensor,
     w: IntWeights,
     bias: Tensor | None,
-    stride: int | tuple[int, int],
-    padding: int | tuple[int, int],
-    output_padding: int | tuple[int, int],
+    stride: Pair,
+    padding: Pair,
+    output_padding: Pair,
 ) -> Tensor:
     """A 2-D transposed convolution (weights laid out in, out, kH, kW), exact on the input:
     a matrix product scattered back with ``fold`` (sums of integers)."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from ltchm.entropy.coding import (
@@ -54,7 +55,7 @@ class YStreamError(ValueError):
     """The y stream does not decode to what was encoded."""
 
 
-def groups(mode: str, H: int, W: int) -> list[np.ndarray]:
+def groups(mode: str, H: int, W: int) -> list[NDArray[np.int64]]:
     """Coding groups: arrays of (h, w) positions, each group decodable in parallel."""
     hs, ws = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
     pos = np.stack([hs.reshape(-1), ws.reshape(-1)], axis=1)  # raster order
@@ -74,7 +75,7 @@ def _flat(model: LTCHM, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return mixture_weights(w), mu, sc
 
 
-def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[np.ndarray, object]]:
+def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[NDArray[np.int64], MixtureRows]]:
     """(element indices, rows) per window width, widths ascending."""
     w, mu, sc = _flat(model, params)
     lo, width = windows(w, mu, sc, model.mixture)
@@ -86,7 +87,7 @@ def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[np.ndarray, object]]:
         yield idx, mixture_rows(w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture)
 
 
-def _at(t: Tensor, pos: np.ndarray) -> Tensor:
+def _at(t: Tensor, pos: NDArray[np.int64]) -> Tensor:
     """(1, C, H, W) -> (P, C, 1, 1) at the given positions."""
     hh = torch.from_numpy(pos[:, 0]).to(t.device)
     ww = torch.from_numpy(pos[:, 1]).to(t.device)
@@ -97,7 +98,7 @@ def _params(prog: DetProgram, model: LTCHM, ctx: Tensor, hyper: Tensor) -> Tenso
     return prog.run(model.entropy_parameters, torch.cat([ctx, hyper], dim=1))
 
 
-def _crc(values: np.ndarray) -> int:
+def _crc(values: NDArray[np.int64]) -> int:
     return zlib.crc32(np.ascontiguousarray(values, dtype="<i4").tobytes())
 
 

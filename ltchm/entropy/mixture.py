@@ -65,4 +65,5 @@ def mixture_likelihood(y: Tensor, params: MixtureParams, family: Family = "gauss
     # Evaluate on the lower tail, |y - mu| mirrored, for precision far from the mean.
     v = (y.unsqueeze(1) - params.means).abs()
     p = cdf((0.5 - v) / scales) - cdf((-0.5 - v) / scales)
-    return _likelihood_bound((weights * p).sum(dim=1))
+    likelihood: Tensor = _likelihood_bound((weights * p).sum(dim=1))
+    return likelihood

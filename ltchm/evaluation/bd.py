@@ -34,7 +34,9 @@ BD_FIELDS = (
 )
 
 
-def curve(rd_rows: Sequence[dict[str, Any]], codec: str, metric: str) -> tuple[list, list]:
+def curve(
+    rd_rows: Sequence[dict[str, Any]], codec: str, metric: str
+) -> tuple[list[float], list[float]]:
     """(bpp, metric) of one codec's averaged RD points, sorted by bpp."""
     pts = sorted((r["bpp"], r[metric]) for r in rd_rows if r["codec"] == codec)
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -51,8 +53,8 @@ def bd_delta(
     for the same quality.
     """
     problems = []
-    for who, (rate, dist) in (("anchor", anchor), ("test", test)):
-        r, d = np.asarray(rate, float), np.asarray(dist, float)
+    for who, (rates, values) in (("anchor", anchor), ("test", test)):
+        r, d = np.asarray(rates, float), np.asarray(values, float)
         if len(r) < 2:
             problems.append(f"{who} has {len(r)} point(s), needs >= 2")
         elif not (np.all(np.isfinite(r)) and np.all(np.isfinite(d))):

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from ltchm.evaluation.codecs import CodecError, MissingBinaryError, Setting
+from ltchm.imageio import Image8
 
 __all__ = ["AVIF", "HEVC", "JPEG", "JPEG2000", "WebP", "avif_quantizer"]
 
@@ -52,13 +53,16 @@ def avif_quantizer(quality: int) -> int:
     return ((100 - quality) * 63 + 50) // 100
 
 
-def _write_image(path: Path, img: np.ndarray) -> None:
+def _write_image(path: Path, img: Image8) -> None:
     # Inputs are scratch files: PNG at the fastest zlib level.
-    options = {"compress_level": 1} if path.suffix == ".png" else {}
-    Image.fromarray(img, mode="RGB").save(path, **options)
+    level = 1 if path.suffix == ".png" else None
+    if level is None:
+        Image.fromarray(img, mode="RGB").save(path)
+    else:
+        Image.fromarray(img, mode="RGB").save(path, compress_level=level)
 
 
-def _read_image(path: Path, what: str) -> np.ndarray:
+def _read_image(path: Path, what: str) -> Image8:
     try:
         with Image.open(path) as im:
             im.load()
@@ -80,6 +84,9 @@ class _ToolCodec:
     # tool field -> Debian package that provides it
     packages: ClassVar[dict[str, str]]
 
+    def ladder(self) -> list[Setting]:
+        raise NotImplementedError  # each codec's settings
+
     def _tools(self) -> list[tuple[str, str]]:
         return [(getattr(self, field), pkg) for field, pkg in self.packages.items()]
 
@@ -88,8 +95,8 @@ class _ToolCodec:
             if shutil.which(binary) is None:
                 raise MissingBinaryError(self.name, binary, package)
 
-    def _run(self, cmd: Sequence[str], setting: Setting, stdin: bytes | None = None) -> bytes:
-        cmd = [str(c) for c in cmd]
+    def _run(self, args: Sequence[object], setting: Setting, stdin: bytes | None = None) -> bytes:
+        cmd = [str(c) for c in args]
         try:
             proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
         except FileNotFoundError:
@@ -109,20 +116,18 @@ class _ToolCodec:
             out[binary] = _tool_version(binary)
         return out
 
-    def encode(self, img: np.ndarray, setting: Setting) -> bytes:
+    def encode(self, img: Image8, setting: Setting) -> bytes:
         with tempfile.TemporaryDirectory(prefix="ltchm-eval-") as tmp:
             return self._encode(Path(tmp), img, setting)
 
-    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> np.ndarray:
+    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         with tempfile.TemporaryDirectory(prefix="ltchm-eval-") as tmp:
             return self._decode(Path(tmp), data, setting, shape)
 
-    def _encode(self, tmp: Path, img: np.ndarray, setting: Setting) -> bytes:
+    def _encode(self, tmp: Path, img: Image8, setting: Setting) -> bytes:
         raise NotImplementedError
 
-    def _decode(
-        self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]
-    ) -> np.ndarray:
+    def _decode(self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         raise NotImplementedError
 
 
@@ -178,7 +183,7 @@ class JPEG2000(_ToolCodec):
         # a higher ratio is a lower rate; 20.0 from YAML is shown as 20
         return [int(r) if float(r).is_integer() else r for r in sorted(self.ratios, reverse=True)]
 
-    def _encode(self, tmp: Path, img: np.ndarray, setting: Setting) -> bytes:
+    def _encode(self, tmp: Path, img: Image8, setting: Setting) -> bytes:
         src, out = tmp / "in.ppm", tmp / "out.j2k"
         _write_image(src, img)
         # OpenJPEG needs 2**(resolutions - 1) <= the smaller side; keep its default 6 when it can.
@@ -189,9 +194,7 @@ class JPEG2000(_ToolCodec):
         )
         return out.read_bytes()
 
-    def _decode(
-        self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]
-    ) -> np.ndarray:
+    def _decode(self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         src, out = tmp / "in.j2k", tmp / "out.ppm"
         src.write_bytes(data)
         self._run([self.decoder, "-i", src, "-o", out], setting)
@@ -215,16 +218,14 @@ class WebP(_ToolCodec):
     def ladder(self) -> list[Setting]:
         return sorted(self.qualities)
 
-    def _encode(self, tmp: Path, img: np.ndarray, setting: Setting) -> bytes:
+    def _encode(self, tmp: Path, img: Image8, setting: Setting) -> bytes:
         src, out = tmp / "in.png", tmp / "out.webp"
         _write_image(src, img)
         cmd = [self.encoder, "-quiet", "-q", setting, "-m", self.method, "-metadata", "none"]
         self._run([*cmd, src, "-o", out], setting)
         return out.read_bytes()
 
-    def _decode(
-        self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]
-    ) -> np.ndarray:
+    def _decode(self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         src, out = tmp / "in.webp", tmp / "out.ppm"
         src.write_bytes(data)
         self._run([self.decoder, "-quiet", src, "-ppm", "-o", out], setting)
@@ -248,7 +249,7 @@ class AVIF(_ToolCodec):
     def ladder(self) -> list[Setting]:
         return sorted(self.qualities)
 
-    def _encode(self, tmp: Path, img: np.ndarray, setting: Setting) -> bytes:
+    def _encode(self, tmp: Path, img: Image8, setting: Setting) -> bytes:
         src, out = tmp / "in.png", tmp / "out.avif"
         _write_image(src, img)
         q = avif_quantizer(int(setting))
@@ -256,9 +257,7 @@ class AVIF(_ToolCodec):
         self._run([*cmd, "--min", q, "--max", q, "--ignore-icc", src, out], setting)
         return out.read_bytes()
 
-    def _decode(
-        self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]
-    ) -> np.ndarray:
+    def _decode(self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         src, out = tmp / "in.avif", tmp / "out.png"
         src.write_bytes(data)
         self._run([self.decoder, "-j", 1, "-d", 8, src, out], setting)
@@ -293,8 +292,8 @@ class HEVC(_ToolCodec):
         H, W = shape
         return (H + H % 2, W + W % 2) if self.chroma == "420" else (H, W)
 
-    def _encode(self, tmp: Path, img: np.ndarray, setting: Setting) -> bytes:
-        H, W = self._padded(img.shape[:2])
+    def _encode(self, tmp: Path, img: Image8, setting: Setting) -> bytes:
+        H, W = self._padded((img.shape[0], img.shape[1]))
         if img.shape[:2] != (H, W):
             img = np.pad(img, ((0, H - img.shape[0]), (0, W - img.shape[1]), (0, 0)), "edge")
         pix = f"yuv{self.chroma}p"
@@ -323,9 +322,7 @@ class HEVC(_ToolCodec):
         )
         return out.read_bytes()
 
-    def _decode(
-        self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]
-    ) -> np.ndarray:
+    def _decode(self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         src = tmp / "in.hevc"
         src.write_bytes(data)
         H, W = self._padded(shape)
@@ -363,15 +360,13 @@ class JPEG(_ToolCodec):
     def ladder(self) -> list[Setting]:
         return sorted(self.qualities)
 
-    def _encode(self, tmp: Path, img: np.ndarray, setting: Setting) -> bytes:
+    def _encode(self, tmp: Path, img: Image8, setting: Setting) -> bytes:
         src, out = tmp / "in.ppm", tmp / "out.jpg"
         _write_image(src, img)
         self._run([self.encoder, "-quality", setting, "-optimize", "-outfile", out, src], setting)
         return out.read_bytes()
 
-    def _decode(
-        self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]
-    ) -> np.ndarray:
+    def _decode(self, tmp: Path, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         src, out = tmp / "in.jpg", tmp / "out.ppm"
         src.write_bytes(data)
         self._run([self.decoder, "-pnm", "-outfile", out, src], setting)

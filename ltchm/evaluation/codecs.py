@@ -8,10 +8,12 @@ evaluation measures bpp from the bytes ``encode`` returns: the complete file tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+from ltchm.imageio import Image8
 
 if TYPE_CHECKING:
     from ltchm.config import EvaluateConfig
@@ -44,7 +46,8 @@ class MissingBinaryError(CodecError):
             "scripts/bootstrap.sh)"
         )
 
-    def __reduce__(self):  # raised in worker processes: must survive pickling
+    def __reduce__(self) -> tuple[type[MissingBinaryError], tuple[str, str, str]]:
+        # raised in worker processes: must survive pickling
         return type(self), (self.codec, self.binary, self.package)
 
 
@@ -60,10 +63,17 @@ class Codec(Protocol):
             a torch model that already uses every core or the accelerator: no).
     """
 
-    name: str
-    label: str
-    setting_name: str
-    parallel: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def setting_name(self) -> str: ...
+
+    @property
+    def parallel(self) -> bool: ...
 
     def ladder(self) -> Sequence[Setting]:
         """The settings to evaluate, from the lowest rate to the highest."""
@@ -77,19 +87,19 @@ class Codec(Protocol):
         """Versions of the tools or model behind the codec, for provenance."""
         ...
 
-    def encode(self, img: np.ndarray, setting: Setting) -> bytes:
+    def encode(self, img: Image8, setting: Setting) -> bytes:
         """(H, W, 3) uint8 -> the bytes of the complete compressed file."""
         ...
 
-    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> np.ndarray:
+    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         """File bytes -> (H, W, 3) uint8 of the original ``shape`` (H, W)."""
         ...
 
 
-def roundtrip(codec: Codec, img: np.ndarray, setting: Setting) -> tuple[int, np.ndarray]:
+def roundtrip(codec: Codec, img: Image8, setting: Setting) -> tuple[int, Image8]:
     """Encode and decode ``img``: (compressed size in bytes, decoded uint8 image)."""
     data = codec.encode(img, setting)
-    dec = codec.decode(data, setting, img.shape[:2])
+    dec = codec.decode(data, setting, (img.shape[0], img.shape[1]))
     if dec.shape != img.shape or dec.dtype != np.uint8:
         raise CodecError(
             f"{codec.name} at {codec.setting_name}={setting}: decoded {dec.shape} {dec.dtype}, "
@@ -106,7 +116,7 @@ def build_classical(names: Sequence[str], cfg: EvaluateConfig) -> list[Codec]:
     """The classical codecs ``names`` with the ladders and options of ``cfg``."""
     from ltchm.evaluation import classical as c
 
-    factories = {
+    factories: dict[str, Callable[[], Codec]] = {
         "jpeg2000": lambda: c.JPEG2000(ratios=cfg.jpeg2000_ratios),
         "webp": lambda: c.WebP(qualities=cfg.webp_qualities, method=cfg.webp_method),
         "avif": lambda: c.AVIF(qualities=cfg.avif_qualities, speed=cfg.avif_speed),
@@ -116,4 +126,5 @@ def build_classical(names: Sequence[str], cfg: EvaluateConfig) -> list[Codec]:
     unknown = [n for n in names if n not in factories]
     if unknown:
         raise ValueError(f"unknown codec(s) {unknown}; choose from {', '.join(CLASSICAL)}")
-    return [factories[n]() for n in names]
+    built: list[Codec] = [factories[n]() for n in names]
+    return built

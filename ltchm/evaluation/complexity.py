@@ -14,12 +14,13 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ltchm.evaluation.codecs import Codec, Setting
+from ltchm.imageio import Image8
 
 __all__ = [
     "COMPLEXITY_FIELDS",
@@ -61,7 +62,7 @@ def device_description(device: str = "cpu") -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def crop_256(img: np.ndarray) -> np.ndarray:
+def crop_256(img: Image8) -> Image8:
     """The centre 256x256 of an image (edge-padded first if a side is shorter)."""
     H, W = img.shape[:2]
     if H < SIZE or W < SIZE:
@@ -71,7 +72,7 @@ def crop_256(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[top : top + SIZE, left : left + SIZE])
 
 
-def _timed(fn, repeats: int) -> tuple[float, Any]:
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     result = fn()  # warm-up: caches, lazily loaded models, kernels
     times = []
     for _ in range(repeats):
@@ -81,7 +82,7 @@ def _timed(fn, repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def _row(codec: Codec, setting: Setting, img: np.ndarray, repeats: int, device: str) -> dict:
+def _row(codec: Codec, setting: Setting, img: Image8, repeats: int, device: str) -> dict[str, Any]:
     row: dict[str, Any] = {"codec": codec.name, "label": codec.label, "setting": setting}
     row["params"] = row["flops"] = None
     model_of = getattr(codec, "model", None)
@@ -91,7 +92,8 @@ def _row(codec: Codec, setting: Setting, img: np.ndarray, repeats: int, device: 
         c = measure(model_of(setting), (1, 3, SIZE, SIZE))
         row["params"], row["flops"] = c.params_all, c.flops
     enc_s, data = _timed(lambda: codec.encode(img, setting), repeats)
-    dec_s, _ = _timed(lambda: codec.decode(data, setting, img.shape[:2]), repeats)
+    shape = (img.shape[0], img.shape[1])
+    dec_s, _ = _timed(lambda: codec.decode(data, setting, shape), repeats)
     row.update(
         encode_ms=enc_s * 1e3,
         decode_ms=dec_s * 1e3,
@@ -102,7 +104,7 @@ def _row(codec: Codec, setting: Setting, img: np.ndarray, repeats: int, device: 
 
 
 def complexity_table(
-    codecs: Sequence[Codec], image: np.ndarray, repeats: int = 3
+    codecs: Sequence[Codec], image: Image8, repeats: int = 3
 ) -> list[dict[str, Any]]:
     """One row per model of a learned codec and one per classical codec (its middle setting).
 

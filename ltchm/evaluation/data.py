@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ltchm.imageio import ImageFormatError, list_images, read_image, to_uint8
+from ltchm.imageio import Image8, ImageFormatError, list_images, read_image, to_uint8
 
 __all__ = ["IMAGE_KEYS", "ImageSource", "open_images"]
 
@@ -47,23 +47,24 @@ class ImageSource:
         except TypeError:
             return None
 
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[str, Image8]]:
         images = self._files() if self.files is not None else self._samples()
         for i, item in enumerate(images):
             if self.max_images is not None and i >= self.max_images:
                 return
             yield item
 
-    def _files(self) -> Iterator[tuple[str, np.ndarray]]:
+    def _files(self) -> Iterator[tuple[str, Image8]]:
         for path in self.files or []:
             yield path.name, to_uint8(read_image(path, drop_alpha=self.drop_alpha))
 
-    def _samples(self) -> Iterator[tuple[str, np.ndarray]]:
+    def _samples(self) -> Iterator[tuple[str, Image8]]:
         import webdataset as wds
 
         # Order matters for reproducible outputs: no shuffling, one node, one worker.
         # A single string is what webdataset brace-expands ("test-{000000..000003}.tar").
-        urls = self.shards[0] if len(self.shards or []) == 1 else self.shards
+        shards = self.shards or []
+        urls = shards[0] if len(shards) == 1 else shards
         dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
         for sample in dataset:
             key = sample["__key__"]
@@ -77,7 +78,8 @@ class ImageSource:
             yield key, _decode_sample(sample[ext], f"{key}.{ext}", self.drop_alpha)
 
 
-def _decode_sample(data: bytes, name: str, drop_alpha: bool) -> np.ndarray:
+def _decode_sample(data: bytes, name: str, drop_alpha: bool) -> Image8:
+    img: Image.Image
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -98,22 +100,24 @@ def open_images(
         raise ValueError(f"max_images must be >= 1, got {max_images}")
     text = str(data)
     path = Path(text)
-    kwargs = {"max_images": max_images, "drop_alpha": drop_alpha}
     if "{" in text or path.suffix == ".tar":
         if "{" not in text and not path.is_file():
             raise FileNotFoundError(f"shard not found: {path}")
-        return ImageSource(f"shards {text}", shards=[text], **kwargs)
+        return ImageSource(f"shards {text}", None, [text], max_images, drop_alpha)
     if not path.is_dir():
         raise FileNotFoundError(f"--data: no such folder, shard or pattern: {path}")
     files = list_images(path)
     if files:
-        return ImageSource(f"folder {path} ({len(files)} images)", files=files, **kwargs)
+        return ImageSource(f"folder {path} ({len(files)} images)", files, None, max_images,
+                           drop_alpha)  # fmt: skip
     shards = sorted(path.glob("test-*.tar"))
     if shards:
         return ImageSource(
             f"shards {path}/test-*.tar ({len(shards)} shards)",
-            shards=[str(s) for s in shards],
-            **kwargs,
+            None,
+            [str(s) for s in shards],
+            max_images,
+            drop_alpha,
         )
     others = sorted(p.name for p in path.glob("*.tar"))
     hint = f"; it has shards {others[:3]}: pass one or a pattern explicitly" if others else ""

@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 from torch import nn
 
 from ltchm.evaluation.codecs import CodecError, Setting
 from ltchm.evaluation.metrics import to_tensor
-from ltchm.imageio import to_uint8
+from ltchm.imageio import Image8, to_uint8
 
 __all__ = ["LearnedCodec", "ModelSpec", "parse_model_spec"]
 
@@ -104,8 +103,9 @@ class LearnedCodec:
         ident = self.identity(setting)
         return ident.get("mlflow_run_id") or ident.get("run_id")
 
-    def encode(self, img: np.ndarray, setting: Setting) -> bytes:
-        return self._codec(setting).encode(to_tensor(img).to(self.device))
+    def encode(self, img: Image8, setting: Setting) -> bytes:
+        data: bytes = self._codec(setting).encode(to_tensor(img).to(self.device))
+        return data
 
-    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> np.ndarray:
+    def decode(self, data: bytes, setting: Setting, shape: tuple[int, int]) -> Image8:
         return to_uint8(self._codec(setting).decode(data))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ltchm.imageio import Image8
 from ltchm.metrics import ms_ssim, ms_ssim_db, psnr
 
 __all__ = [
@@ -55,7 +56,7 @@ class LpipsWeightsError(RuntimeError):
     """AlexNet's weights for LPIPS are missing or unusable."""
 
 
-def to_tensor(img: np.ndarray) -> Tensor:
+def to_tensor(img: Image8) -> Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
@@ -137,7 +138,8 @@ def load_lpips(weights: str | os.PathLike[str] | None = None) -> nn.Module:
         model.net.load_state_dict(trunk, strict=True)
     except RuntimeError as exc:
         raise LpipsWeightsError(f"LPIPS: {path} does not hold AlexNet weights: {exc}") from None
-    return model.eval()
+    evaluated: nn.Module = model.eval()
+    return evaluated
 
 
 @torch.no_grad()
@@ -156,7 +158,7 @@ def vifp(ref: Tensor, dec: Tensor) -> float:
 
 
 def image_metrics(
-    ref: np.ndarray, dec: np.ndarray, lpips_model: nn.Module | None
+    ref: Image8, dec: Image8, lpips_model: nn.Module | None
 ) -> tuple[dict[str, float], list[str]]:
     """All metrics of one decoded (H, W, 3) uint8 image; ``nan`` where undefined, with notes.
 

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ltchm.evaluation.codecs import Codec, CodecError, Setting
 from ltchm.evaluation.metrics import image_metrics, load_lpips
+from ltchm.imageio import Image8
 
 __all__ = ["RECORD_FIELDS", "evaluate"]
 
@@ -68,10 +70,11 @@ def _lpips_model() -> torch.nn.Module | None:
     use, weights = _STATE["lpips_args"]
     if use and _STATE["lpips"] is None:
         _STATE["lpips"] = load_lpips(weights)
-    return _STATE["lpips"]
+    model: nn.Module | None = _STATE["lpips"]
+    return model
 
 
-def _measure(image: str, img: np.ndarray, index: int, setting: Setting) -> dict[str, Any]:
+def _measure(image: str, img: Image8, index: int, setting: Setting) -> dict[str, Any]:
     codec: Codec = _STATE["codecs"][index]
     H, W = img.shape[:2]
     t0 = time.perf_counter()
@@ -106,7 +109,7 @@ def _measure(image: str, img: np.ndarray, index: int, setting: Setting) -> dict[
 
 
 def evaluate(
-    images: Iterable[tuple[str, np.ndarray]],
+    images: Iterable[tuple[str, Image8]],
     codecs: Sequence[Codec],
     lpips_weights: str | None = None,
     use_lpips: bool = True,
@@ -149,7 +152,7 @@ def evaluate(
     total = None if total_images is None else total_images * len(settings)
     bar = tqdm(total=total, desc="evaluate", unit="pt", disable=not progress, dynamic_ncols=True)
     records: list[dict[str, Any]] = []
-    pending: set[Future] = set()
+    pending: set[Future[dict[str, Any]]] = set()
     image_order: dict[str, int] = {}
 
     def drain(limit: int) -> None:

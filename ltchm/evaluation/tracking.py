@@ -38,7 +38,9 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def rd_metrics(rd_rows: Sequence[dict[str, Any]], bd_rows: Sequence[dict[str, Any]]) -> list:
+def rd_metrics(
+    rd_rows: Sequence[dict[str, Any]], bd_rows: Sequence[dict[str, Any]]
+) -> list[tuple[str, float, int]]:
     """(key, value, step) of the averaged RD curves and the BD table; non-finite values left out.
 
     Curves are ``rd.<codec>.<metric>`` with step = position by increasing bpp; BD values are
@@ -77,7 +79,7 @@ def log_comparison_run(
     run = client.create_run(
         exp_id, run_name=run_name, tags={KIND_TAG: "evaluation-comparison", **(tags or {})}
     )
-    run_id = run.info.run_id
+    run_id: str = run.info.run_id
     try:
         now = int(time.time() * 1000)
         metrics = [Metric(_key(k), float(v), now, s) for k, v, s in rd_metrics(rd_rows, bd_rows)]

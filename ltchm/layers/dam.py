@@ -32,7 +32,8 @@ class DynamicResidualUnit(nn.Module):
         for i, conv in enumerate(self.convs[:-1]):
             h = self.acts[i](conv(h))
         # In place on the fresh output of the last IDConv: no extra full-size allocation.
-        return self.acts[-1](self.convs[-1](h).add_(x))
+        out: Tensor = self.acts[-1](self.convs[-1](h).add_(x))
+        return out
 
 
 class DAM(nn.Module):

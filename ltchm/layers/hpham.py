@@ -26,7 +26,8 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        out: Tensor = self.norm(x.permute(0, 2, 3, 1))
+        return out.permute(0, 3, 1, 2)
 
 
 class HybridAttentionStage(nn.Module):
@@ -61,8 +62,9 @@ class HybridAttentionStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x_cha, x_trans = self.conv_in(self.norm1(x)).chunk(2, dim=1)
-        mid = self.conv_out(torch.cat([self.gca(x_cha), self.attn(x_trans)], dim=1)) + x
-        return self.ffn(self.norm2(mid)) + mid
+        mid: Tensor = self.conv_out(torch.cat([self.gca(x_cha), self.attn(x_trans)], dim=1)) + x
+        out: Tensor = self.ffn(self.norm2(mid))
+        return out + mid
 
 
 class HPHAM(nn.Module):
@@ -78,4 +80,5 @@ class HPHAM(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.stages(x)
+        out: Tensor = self.stages(x)
+        return out

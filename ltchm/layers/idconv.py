@@ -57,10 +57,12 @@ class IDConv(nn.Module):
             return F.batch_norm(
                 h, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps
             )
-        return self.norm(h)
+        normed: Tensor = self.norm(h)
+        return normed
 
     def _project(self, pooled: Tensor) -> Tensor:
-        return self.expand(self.act(self._normalize(self.reduce(pooled))))
+        out: Tensor = self.expand(self.act(self._normalize(self.reduce(pooled))))
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape

@@ -45,4 +45,5 @@ class MSBFFN(nn.Module):
         outs: list[Tensor] = []
         for part, conv in zip(parts, self.branches, strict=True):
             outs.append(conv(part if not outs else part + outs[-1]))
-        return self.fc2(self.act(torch.cat(outs, dim=1)))
+        out: Tensor = self.fc2(self.act(torch.cat(outs, dim=1)))
+        return out

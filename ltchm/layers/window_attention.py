@@ -59,6 +59,7 @@ def window_masks(
 
 
 class WindowAttention(nn.Module):
+    relative_position_index: Tensor  # a buffer
     """Multi-head self-attention inside non-overlapping windows, optionally shifted.
 
     Args:

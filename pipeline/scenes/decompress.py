@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from affine import Affine
 from rasterio.windows import Window
@@ -75,8 +76,8 @@ def decompress_scene(
     model,
     *,
     window: Window | None = None,
-    fmt: str = "cog",
-    compress: str = "zstd",
+    fmt: Literal["cog", "gtiff"] = "cog",
+    compress: Literal["zstd", "deflate"] = "zstd",
     resampling: str = "average",
     device: str | None = None,
     progress: bool = False,

@@ -188,10 +188,13 @@ class SceneDecoder:
         for b in bands:
             nodata = nodata_of(hdr, b)
             if mode == "nodata" and b in hdr.mask.bands:
+                assert p.planes is not None  # every tile of a masked scene carries its planes
                 valid = p.planes[hdr.mask.bands.index(b)]
             elif mode == "dataset":
+                assert p.planes is not None
                 valid = p.planes[0]
             elif mode == "alpha":
+                assert p.alpha is not None
                 valid = p.alpha > 0
             else:
                 valid = None
@@ -202,6 +205,7 @@ class SceneDecoder:
             elif nodata is not None:
                 nudge_off_nodata(band, np.ones(band.shape, bool), nodata)
         if mode == "dataset":
+            assert p.planes is not None
             mask = p.planes[0]
         return Block(Window(c0, r0, w, h), out, mask)
 

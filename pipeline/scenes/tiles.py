@@ -113,7 +113,7 @@ class TileCoder:
         if batch:
             x = torch.from_numpy(np.stack(batch)).to(self.device)
             out = self.model.compress(self._pad(x))
-            shape = tuple(int(s) for s in out["shape"])
+            shape = (int(out["shape"][0]), int(out["shape"][1]))
             for i, g in enumerate(coded):
                 streams[g] = [s[i] for s in out["strings"]]
         ox, oy, ow, oh = _owned_slice(grid, index)
@@ -126,7 +126,7 @@ class TileCoder:
         if src.alpha is not None:
             own_alpha = np.ascontiguousarray(src.alpha[oy : oy + oh, ox : ox + ow])
             alpha = zlib.compress(own_alpha.tobytes(), _ZLIB_LEVEL)
-        return TileRecord(shape, streams, tile_mapping, mask, alpha)  # type: ignore[arg-type]
+        return TileRecord(shape, streams, tile_mapping, mask, alpha)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
