@@ -282,7 +282,7 @@ def _log(uri: str, series: list[dict[str, Any]], args: Any, plan: str, work: Pat
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from jobs.training.tracking import ensure_experiment
+    from ltchm.tracking import ensure_experiment
 
     client = MlflowClient(uri)
     exp = ensure_experiment(uri, "ltchm-convergence", None)

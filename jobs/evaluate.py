@@ -206,8 +206,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{len(records)} points from {n_images} images in {elapsed:.0f} s -> {args.out}")
 
     if not args.no_mlflow:
-        from jobs.training.tracking import resolve_tracking_uri
         from ltchm.evaluation.tracking import log_comparison_run, log_to_model_runs
+        from ltchm.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
         params = {

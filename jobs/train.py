@@ -274,12 +274,8 @@ def plan_runs(configs: list[Config], shards: Path) -> Plan:
     """
     import mlflow
 
-    from jobs.training.tracking import (
-        check_tracking,
-        ensure_experiment,
-        flatten,
-        resolve_tracking_uri,
-    )
+    from jobs.training.tracking import flatten
+    from ltchm.tracking import check_tracking, ensure_experiment, resolve_tracking_uri
 
     shards = Path(shards).resolve()
     check_shards(shards)
@@ -417,7 +413,7 @@ def _parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.Argum
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from jobs.training.tracking import TrackingError
+    from ltchm.tracking import TrackingError
 
     try:
         outcomes = train(args, t_launch=_process_start())

@@ -52,7 +52,7 @@ def _resumable_runs(plan_out: Path, lambdas: list[float]) -> dict[float, str]:
 
 def _prepare(args: Any) -> dict[str, Any]:
     """Rank 0: everything the other ranks need, or the error that stops them all."""
-    from jobs.training.tracking import TrackingError
+    from ltchm.tracking import TrackingError
 
     try:
         configs = _lambda_configs(args)
@@ -74,7 +74,7 @@ def _prepare(args: Any) -> dict[str, Any]:
             }
         earlier = _resumable_runs(out, [c.loss.lmbda for c in configs])
         if earlier and len(earlier) == len(configs):
-            from jobs.training.tracking import check_tracking, resolve_tracking_uri
+            from ltchm.tracking import check_tracking, resolve_tracking_uri
 
             uri = resolve_tracking_uri(configs[0].tracking.tracking_uri)
             check_tracking(uri)

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.training.tracking import (
-    CHAMPION,
-    TrackingError,
-    check_tracking,
-    promote,
-    resolve_tracking_uri,
-)
+from jobs.training.tracking import CHAMPION, promote
+from ltchm.tracking import TrackingError, check_tracking, resolve_tracking_uri
 
 __all__ = ["main"]
 

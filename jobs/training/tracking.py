@@ -18,91 +18,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ltchm.config import Config, dump_config
+from ltchm.tracking import TrackingError, using_tracking_uri
 
 __all__ = [
     "MetricLogger",
-    "TrackingError",
-    "check_tracking",
-    "ensure_experiment",
     "flatten",
     "log_and_register_model",
+    "promote",
     "registered_name",
-    "resolve_tracking_uri",
-    "using_tracking_uri",
 ]
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 PYFUNC = Path(__file__).with_name("pyfunc_model.py")
-
-
-class TrackingError(RuntimeError):
-    """The tracking server cannot be used (unreachable, refusing, misconfigured)."""
-
-
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-
-
-def resolve_tracking_uri(uri: str | None, base: Path | None = None) -> str:
-    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite file in
-    the working directory; relative SQLite or file stores made absolute (Ray workers run
-    elsewhere)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    base = base or Path.cwd()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(base / uri[len('sqlite:///') :]).resolve()}"
-    if "://" not in uri:
-        return (base / uri).resolve().as_uri()
-    return uri
-
-
-@contextmanager
-def _quick_http() -> Iterator[None]:
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def check_tracking(uri: str) -> None:
-    """Fail fast, before any training, when the tracking store cannot be used."""
-    from mlflow import MlflowClient
-
-    try:
-        with _quick_http():
-            MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # connection refused, DNS, auth, schema: all are fatal here
-        raise TrackingError(f"cannot use the MLflow tracking store {uri}: {exc}") from None
-
-
-def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str:
-    """The experiment's id, created with an absolute artifact root if new."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    if artifact_location is None and uri.startswith("sqlite:"):
-        # MLflow's default artifact root is ./mlruns relative to whichever process creates
-        # the experiment; pin it beside the database.
-        db = Path(uri[len("sqlite:///") :])
-        artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -150,30 +83,6 @@ class MetricLogger:
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             self.client.log_batch(self.run_id, metrics=batch)
-
-
-@contextmanager
-def using_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (``log_model``, ``register_model``) at ``uri`` for a block.
-
-    ``mlflow.set_tracking_uri`` is process-wide and also rewrites ``$MLFLOW_TRACKING_URI``;
-    left set, every later ``models:/`` load in the same process (a demo, a notebook, the
-    test suite) would resolve against this store instead of the one the user names. MLflow's
-    own ``_use_tracking_uri`` unsets the variable on exit, so we restore both ourselves.
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils
-
-    previous, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(cast(Any, previous))  # None restores MLflow's default
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def log_and_register_model(

@@ -32,7 +32,9 @@ def load_model(
     from ltchm.zoo import list_models, model_from_config
 
     if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        return load_checkpoint(_download_mlflow(spec), map_location=device)
+        from ltchm.tracking import download_checkpoint
+
+        return load_checkpoint(download_checkpoint(spec), map_location=device)
     if spec.startswith(PREFIX):
         return load_checkpoint(pretrained_path(spec), map_location=device)
     path = Path(spec)
@@ -58,15 +60,3 @@ def load_model(
         f"runs:/...), a pretrained set (pretrained:<set>/<λ>) nor a registered model "
         f"({', '.join(list_models())})"
     )
-
-
-def _download_mlflow(uri: str) -> Path:
-    import mlflow
-
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    if local.is_file():
-        return local
-    candidates = sorted(local.rglob("*.pt"))
-    if not candidates:
-        raise FileNotFoundError(f"{uri}: no checkpoint (*.pt) among the model's artifacts")
-    return candidates[0]

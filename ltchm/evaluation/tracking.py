@@ -19,19 +19,14 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ltchm.tracking import ensure_experiment
+
 __all__ = ["KIND_TAG", "log_comparison_run", "log_to_model_runs", "rd_metrics"]
 
 KIND_TAG = "ltchm.kind"
 _RD_METRICS = ("bpp", "psnr", "ms_ssim", "ms_ssim_db", "lpips", "vifp")
 _BD_METRICS = ("bd_rate_psnr", "bd_psnr", "bd_rate_ms_ssim_db", "bd_ms_ssim_db")
 _PARAM_MAX = 6000  # MLflow's limit on a parameter value
-
-
-def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def _finite(value: Any) -> bool:
@@ -75,7 +70,7 @@ def log_comparison_run(
 ) -> str:
     """Create the comparison run, log everything, upload ``out_dir``; returns the run id."""
     client = MlflowClient(tracking_uri)
-    exp_id = _experiment_id(client, experiment, artifact_location)
+    exp_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     run = client.create_run(
         exp_id, run_name=run_name, tags={KIND_TAG: "evaluation-comparison", **(tags or {})}
     )
