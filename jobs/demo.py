@@ -84,24 +84,21 @@ def _archives(src: dict[str, Any], root: Path) -> list[Path]:
 
 
 def _preprocess(archives: list[Path], shards: Path) -> dict[str, Any]:
-    from jobs.preprocess import _summary, preprocess
+    from jobs.preprocess import preprocess
     from ltchm.config import load_config
 
     cfg = load_config(DEMO_CONFIG).preprocess
     result = preprocess(archives, shards, cfg, overwrite=True)
-    print("      " + _summary(result).replace("\n", "\n      "))
+    print("      " + result.summary().replace("\n", "\n      "))
     return result.manifest
 
 
 def _train(shards: Path, out: Path, uri: str, steps: int | None) -> list[Any]:
-    import jobs.train as train_job
+    from jobs.train import rate_point_configs, report, train
 
-    argv = ["--lambdas", "all", "--config", str(DEMO_CONFIG), "--shards", str(shards)]
-    argv += ["--tracking-uri", uri, "--out", str(out)]
-    if steps:
-        argv += ["--steps", str(steps)]
-    outcomes = train_job.train(train_job._parser().parse_args(argv))
-    train_job.report(outcomes)
+    overrides = {"tracking.tracking_uri": uri, "train.out": str(out), "train.steps": steps}
+    outcomes = train(rate_point_configs("all", DEMO_CONFIG, overrides), shards)
+    report(outcomes)
     failed = [o for o in outcomes if o.status != "ok"]
     if failed:
         raise RuntimeError(f"training failed for lambda {[o.lmbda for o in failed]}")

@@ -63,6 +63,31 @@ class PreprocessResult:
         """Seconds per phase summed over all shard tasks (decode, tile, encode, write)."""
         return {p: sum(r["timings"][p] for r in self.records) for p in PHASES}
 
+    def summary(self) -> str:
+        """What the job wrote, as the command prints it."""
+        m = self.manifest
+        lines = [f"Wrote {len(m['shards'])} shards to {self.out_dir} in {self.seconds:.1f} s"]
+        if self.reused:
+            lines[0] += f" ({self.reused} already complete, verified and kept)"
+        lines.append("")
+        lines.append(f"{'split':<6} {'dataset':<10} {'images':>7} {'samples':>8}")
+        for split, per in m["counts"].items():
+            for dataset, c in per.items():
+                lines.append(f"{split:<6} {dataset:<10} {c['images']:>7} {c['samples']:>8}")
+        lines.append("")
+        skipped_tiles = ", ".join(f"{k} {v}" for k, v in m["tiles_skipped"].items()) or "none"
+        lines.append(f"skipped members/images: {len(m['skipped'])}; skipped tiles: {skipped_tiles}")
+        if m["padded_images"]:
+            lines.append(f"padded images (smaller than a tile): {m['padded_images']}")
+        for note, n in m["conversions"].items():
+            lines.append(f"converted: {note}: {n}")
+        for src in m["sources"]:
+            for note in src["notes"]:
+                lines.append(f"warning: {src['name']}: {note}")
+        size = sum(s["bytes"] for s in m["shards"])
+        lines.append(f"total {size / 1e6:.1f} MB; manifest: {self.out_dir / MANIFEST}")
+        return "\n".join(lines)
+
 
 def _prepare_out(out_dir: Path, plan: Plan, overwrite: bool) -> None:
     """Check that ``out_dir`` is empty or holds this plan's shards; clear leftovers.
@@ -231,31 +256,6 @@ def preprocess(
     return PreprocessResult(manifest, records, out_dir, time.perf_counter() - t0)
 
 
-def _summary(result: PreprocessResult) -> str:
-    m = result.manifest
-    lines = [f"Wrote {len(m['shards'])} shards to {result.out_dir} in {result.seconds:.1f} s"]
-    if result.reused:
-        lines[0] += f" ({result.reused} already complete, verified and kept)"
-    lines.append("")
-    lines.append(f"{'split':<6} {'dataset':<10} {'images':>7} {'samples':>8}")
-    for split, per in m["counts"].items():
-        for dataset, c in per.items():
-            lines.append(f"{split:<6} {dataset:<10} {c['images']:>7} {c['samples']:>8}")
-    lines.append("")
-    skipped_tiles = ", ".join(f"{k} {v}" for k, v in m["tiles_skipped"].items()) or "none"
-    lines.append(f"skipped members/images: {len(m['skipped'])}; skipped tiles: {skipped_tiles}")
-    if m["padded_images"]:
-        lines.append(f"padded images (smaller than a tile): {m['padded_images']}")
-    for note, n in m["conversions"].items():
-        lines.append(f"converted: {note}: {n}")
-    for src in m["sources"]:
-        for note in src["notes"]:
-            lines.append(f"warning: {src['name']}: {note}")
-    size = sum(s["bytes"] for s in m["shards"])
-    lines.append(f"total {size / 1e6:.1f} MB; manifest: {result.out_dir / MANIFEST}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ltchm preprocess",
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArchiveError, ConfigError, OutputDirError, ValueError) as exc:
         print(f"ltchm preprocess: error: {exc}", file=sys.stderr)
         return 2
-    print(_summary(result))
+    print(result.summary())
     return 0
 
 

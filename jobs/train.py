@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,21 @@ from jobs.training.dsconfig import deepspeed_config
 from ltchm.config import LAMBDAS, Config, ConfigError, dump_config, load_config
 from ltchm.paths import REPO_ROOT
 
-__all__ = ["Plan", "RunOutcome", "finish", "main", "plan_runs", "train"]
+__all__ = [
+    "Plan",
+    "RunOutcome",
+    "build_parser",
+    "check_init",
+    "check_shards",
+    "close_plan",
+    "configs_from_args",
+    "finish",
+    "main",
+    "plan_runs",
+    "rate_point_configs",
+    "report",
+    "train",
+]
 
 
 @dataclass
@@ -43,40 +58,39 @@ class RunOutcome:
     step: int = 0
 
 
-def _lambda_configs(args: argparse.Namespace) -> list[Config]:
-    overrides = {
-        "train.steps": args.steps,
-        "model.N": args.N,
-        "train.workers": args.workers,
-        "train.batch_size": args.batch_size,
-        "train.patch_size": args.patch_size,
-        "train.checkpoint_every": args.checkpoint_every,
-        "train.val_every": args.val_every,
-        "train.init_from": str(args.init_from) if args.init_from else None,
-        "train.use_gpu": True if args.gpu else None,
-        "tracking.tracking_uri": args.tracking_uri,
-        "tracking.experiment": args.experiment,
-        "train.out": str(args.out) if args.out else None,
-    }
-    if not args.lambdas:
-        if args.config is None:
+def rate_point_configs(
+    lambdas: str | Sequence[int] | None = None,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[Config]:
+    """The configs of the rate points to train.
+
+    ``lambdas``: ``"all"``, a comma list (``"128,512"``) or ints: each rate point's
+    ``configs/lambda_{λ}.yaml`` with ``config`` on top; ``None``: ``config`` alone.
+    ``overrides``: dotted keys (``{"train.steps": 100}``), ``None`` values ignored.
+    """
+    overrides = dict(overrides or {})
+    if not lambdas:
+        if config is None:
             raise ConfigError("give --config FILE (e.g. configs/lambda_512.yaml) or --lambdas")
-        return [load_config(args.config, overrides)]
-    if args.lambdas == "all":
-        lambdas = list(LAMBDAS)
-    else:
+        return [load_config(config, overrides)]
+    if lambdas == "all":
+        chosen = list(LAMBDAS)
+    elif isinstance(lambdas, str):
         try:
-            lambdas = [int(v) for v in args.lambdas.split(",")]
+            chosen = [int(v) for v in lambdas.split(",")]
         except ValueError:
-            raise ConfigError(f"--lambdas: {args.lambdas!r} is not 'all' or a list") from None
-        unknown = sorted(set(lambdas) - set(LAMBDAS))
-        if unknown:
-            raise ConfigError(f"--lambdas: no config for {unknown}; the rate points are {LAMBDAS}")
+            raise ConfigError(f"--lambdas: {lambdas!r} is not 'all' or a list") from None
+    else:
+        chosen = [int(v) for v in lambdas]
+    unknown = sorted(set(chosen) - set(LAMBDAS))
+    if unknown:
+        raise ConfigError(f"--lambdas: no config for {unknown}; the rate points are {LAMBDAS}")
     configs = []
-    for lmbda in lambdas:
-        files = [REPO_ROOT / "configs" / f"lambda_{lmbda}.yaml"]
-        if args.config is not None:
-            files.append(args.config)  # the user's settings on top of the rate point's
+    for lmbda in chosen:
+        files: list[str | Path] = [REPO_ROOT / "configs" / f"lambda_{lmbda}.yaml"]
+        if config is not None:
+            files.append(config)  # the user's settings on top of the rate point's
         configs.append(load_config(files, {**overrides, "loss.lmbda": float(lmbda)}))
     return configs
 
@@ -136,7 +150,7 @@ def _fit(
     uri: str,
     run_id: str | None,
     storage: Path,
-    args: argparse.Namespace,
+    max_failures: int,
     t_launch: float | None = None,
 ) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -169,7 +183,7 @@ def _fit(
         run_config=RunConfig(
             name=f"lambda_{cfg.loss.lmbda:g}",
             storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=args.max_failures),
+            failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
     )
@@ -323,26 +337,40 @@ def close_plan(plan: Plan, outcomes: list[RunOutcome]) -> None:
         mlflow.MlflowClient(plan.uri).set_terminated(plan.parent_id, "FINISHED" if ok else "FAILED")
 
 
-def train(args: argparse.Namespace, t_launch: float | None = None) -> list[RunOutcome]:
-    """Run every requested rate point on Ray; return their outcomes.
+def train(
+    configs: Sequence[Config],
+    shards: str | Path,
+    *,
+    address: str | None = None,
+    max_failures: int = 3,
+    verbose: bool = False,
+    t_launch: float | None = None,
+) -> list[RunOutcome]:
+    """Train each config (a rate point) on Ray; return their outcomes.
 
-    ``t_launch``: when the command started (epoch seconds), to log the time to the first step.
+    Args:
+        configs: from :func:`rate_point_configs` (or :func:`ltchm.config.load_config`).
+        shards: the output folder of ``ltchm preprocess``.
+        address: the Ray cluster; default ``$RAY_ADDRESS``, else a private local Ray.
+        max_failures: worker-group restarts allowed per rate point.
+        verbose: show the workers' logs.
+        t_launch: when the command started (epoch seconds), to log the time to the first
+            step.
     """
     import mlflow
     import ray
 
-    configs = _lambda_configs(args)
-    plan = plan_runs(configs, args.shards)
+    configs = list(configs)
+    plan = plan_runs(configs, Path(shards))
     uri, shards, out_dir, runs = plan.uri, plan.shards, plan.out_dir, plan.runs
     base = configs[0]
     client = mlflow.MlflowClient(uri)
 
-    address = args.address or None
     if not ray.is_initialized():
         # "local" always starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
         # KubeRay) must be read here: only None/"auto" make ray.init read it itself
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, log_to_driver=args.verbose)
+        ray.init(address=address, log_to_driver=verbose)
     storage = out_dir / "ray"
     parallel = _parallel_runs(configs)
     print(
@@ -354,7 +382,7 @@ def train(args: argparse.Namespace, t_launch: float | None = None) -> list[RunOu
     def one(item: tuple[Config, str]) -> RunOutcome:
         cfg, rid = item
         try:
-            result = _fit(cfg, shards, uri, rid, storage, args, t_launch)
+            result = _fit(cfg, shards, uri, rid, storage, max_failures, t_launch)
             return _finish_ray(cfg, result, uri, rid, out_dir)
         except Exception as exc:  # a failed rate point must not stop the others
             client.set_tag(rid, "ltchm.error", str(exc)[:5000])
@@ -367,7 +395,27 @@ def train(args: argparse.Namespace, t_launch: float | None = None) -> list[RunOu
     return outcomes
 
 
-def _parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.ArgumentParser:
+def configs_from_args(args: argparse.Namespace) -> list[Config]:
+    """The configs a parsed ``ltchm train`` (or ``jobs.train_deepspeed``) command asks for."""
+    overrides = {
+        "train.steps": args.steps,
+        "model.N": args.N,
+        "train.workers": getattr(args, "workers", None),
+        "train.batch_size": args.batch_size,
+        "train.patch_size": args.patch_size,
+        "train.checkpoint_every": args.checkpoint_every,
+        "train.val_every": args.val_every,
+        "train.init_from": str(args.init_from) if args.init_from else None,
+        "train.use_gpu": True if args.gpu else None,
+        "tracking.tracking_uri": args.tracking_uri,
+        "tracking.experiment": args.experiment,
+        "train.out": str(args.out) if args.out else None,
+    }
+    return rate_point_configs(args.lambdas, args.config, overrides)
+
+
+def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.ArgumentParser:
+    """The options of ``ltchm train``, or with ``launcher`` those of ``jobs.train_deepspeed``."""
     description = (
         "Train LTCHM under DeepSpeed's launcher (no Ray)."
         if launcher
@@ -412,11 +460,18 @@ def _parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.Argum
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from ltchm.tracking import TrackingError
 
     try:
-        outcomes = train(args, t_launch=_process_start())
+        outcomes = train(
+            configs_from_args(args),
+            args.shards,
+            address=args.address,
+            max_failures=args.max_failures,
+            verbose=args.verbose,
+            t_launch=_process_start(),
+        )
     except (ConfigError, FileNotFoundError, TrackingError, ValueError) as exc:
         print(f"ltchm train: {exc}", file=sys.stderr)
         return 2

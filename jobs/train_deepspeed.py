@@ -23,11 +23,11 @@ from typing import Any
 
 from jobs.train import (
     RunOutcome,
-    _lambda_configs,
-    _parser,
+    build_parser,
     check_init,
     check_shards,
     close_plan,
+    configs_from_args,
     finish,
     plan_runs,
     report,
@@ -55,7 +55,7 @@ def _prepare(args: Any) -> dict[str, Any]:
     from ltchm.tracking import TrackingError
 
     try:
-        configs = _lambda_configs(args)
+        configs = configs_from_args(args)
         out = Path(configs[0].train.out).resolve()
         if args.no_tracking:
             shards = Path(args.shards).resolve()
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from ltchm.config import config_from_dict
 
     t_launch = psutil.Process().create_time()
-    args = _parser("python -m jobs.train_deepspeed", launcher=True).parse_args(argv)
+    args = build_parser("python -m jobs.train_deepspeed", launcher=True).parse_args(argv)
     use_extensions_dir()
     use_gpu = bool(args.gpu)
     if use_gpu and not torch.cuda.is_available():
