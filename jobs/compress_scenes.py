@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
-from jobs.local_state import OutputDirError, locked_output, ray_session
+from jobs.output_lock import OutputDirError, locked_output
+from jobs.ray_cluster import ray_session
 from ltchm.atomic import atomic_path, atomic_write_text
 from ltchm.config import ConfigError, ScenesConfig, load_config
 from pipeline.archives import RASTER_SUFFIXES, ArchiveError, Member, list_source

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from jobs.local_state import OutputDirError, locked_output, ray_session
+from jobs.output_lock import OutputDirError, locked_output
+from jobs.ray_cluster import ray_session
 from ltchm.atomic import atomic_write_text
 from ltchm.config import ConfigError, PreprocessConfig, load_config
 from pipeline.archives import LAYOUTS, ArchiveError
@@ -169,7 +170,7 @@ def _run_ray(
             print_on_execution_start=False,
             # Reservation keeps a share of the CPUs per operator for multi-stage pipelines; this
             # one has a single stage, and with it the second task waited for the first to end
-            # (measured: 2 workers, 2 CPUs, 14 shards: ~1 shard time lost at the start).
+            # (benchmarks/RESULTS.md, "Implementation choices").
             op_resource_reservation_enabled=False,
         ),
     ):

@@ -31,8 +31,8 @@ from ltchm.config import LAMBDAS, Config, ConfigError, dump_config, load_config
 from ltchm.paths import REPO_ROOT
 
 __all__ = [
-    "Plan",
     "RunOutcome",
+    "TrainingPlan",
     "build_parser",
     "check_init",
     "check_shards",
@@ -270,7 +270,7 @@ def finish(
 
 
 @dataclass
-class Plan:
+class TrainingPlan:
     """The tracked runs of one ``ltchm train`` invocation, created before any training."""
 
     uri: str
@@ -280,7 +280,7 @@ class Plan:
     runs: list[tuple[Config, str]]
 
 
-def plan_runs(configs: list[Config], shards: Path) -> Plan:
+def plan_runs(configs: list[Config], shards: Path) -> TrainingPlan:
     """Validate everything that can be validated, then create the MLflow runs.
 
     Raises before any training starts on missing shards, an invalid DeepSpeed setup or an
@@ -325,10 +325,10 @@ def plan_runs(configs: list[Config], shards: Path) -> Plan:
         client.log_dict(rid, ds, "deepspeed_config.json")
         client.log_dict(rid, dump_config(cfg), "config.json")
         runs.append((cfg, rid))
-    return Plan(uri, shards, out_dir, parent_id, runs)
+    return TrainingPlan(uri, shards, out_dir, parent_id, runs)
 
 
-def close_plan(plan: Plan, outcomes: list[RunOutcome]) -> None:
+def close_plan(plan: TrainingPlan, outcomes: list[RunOutcome]) -> None:
     """Mark the parent run of a sweep finished or failed."""
     if plan.parent_id is not None:
         import mlflow

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from jobs.train import Plan
+    from jobs.train import TrainingPlan
     from jobs.training.dsops import use_extensions_dir
     from jobs.training.session import LauncherSession
     from jobs.training.worker import train_loop
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(finish(cfg, None, status, ckpt, info["uri"], rid, out))
     code = 0
     if rank == 0:
-        plan = Plan(info["uri"], Path(info["shards"]), out, info["parent"], [])
+        plan = TrainingPlan(info["uri"], Path(info["shards"]), out, info["parent"], [])
         close_plan(plan, outcomes)
         code = report(outcomes)
     flag = torch.tensor([code])

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("ltchm.codec.cli:decode_main", "decompress an .ltc file into PNG/TIFF"),
     "eval-images": ("ltchm.codec.cli:eval_images_main", "real vs estimated bpp, PSNR, MS-SSIM"),
     "train": ("jobs.train:main", "train LTCHM with DeepSpeed on Ray, tracked in MLflow"),
-    "promote": ("jobs.training.registry:main", "move a registered model's champion alias"),
+    "promote": ("jobs.training.promote:main", "move a registered model's champion alias"),
     "preprocess": ("jobs.preprocess:main", "raw DOTA/UC-Merced/Gaofen archives -> shards, on Ray"),
     "evaluate": ("jobs.evaluate:main", "RD curves, BD-rate vs JPEG2000 and the classical codecs"),
     "compress-scenes": ("jobs.compress_scenes:main", "GeoTIFF scenes -> .ltcs files, on Ray"),

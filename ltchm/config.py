@@ -165,7 +165,7 @@ class PreprocessConfig(_Section):
         "for Gaofen, else the first three",
     )
     png_compress_level: int = Field(
-        1, ge=0, le=9, description="zlib level; on aerial tiles 1 is 3x faster than 6, as small"
+        1, ge=0, le=9, description="zlib level; on aerial tiles 1 is faster than 6 and as small"
     )
     max_image_pixels: int = Field(2**30, ge=1, description="larger images are skipped, reported")
 
@@ -225,7 +225,7 @@ class ScenesConfig(_Section):
     chunk_tiles: int = Field(
         1,
         ge=1,
-        description="tiles per Ray task (the unit of work): 1 to 4 measured equal, 8 and more "
+        description="tiles per Ray task (the unit of work): 1 to 4 measured equal, more "
         "slower (workers idle at the end of a scene); 1 holds the least in memory",
     )
     verify: bool = Field(True, description="decode each file and report PSNR per band")

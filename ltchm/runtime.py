@@ -17,8 +17,8 @@ def tune_allocator() -> bool:
 
     PyTorch's CPU allocator does not cache: every activation is a fresh malloc, which glibc
     serves with mmap above a small threshold, so each large tensor is page-faulted in anew.
-    Raising the mmap and trim thresholds lets freed blocks be reused. Measured on 2 cores:
-    LTCHM at N=192 on 512x512 went from 5.2 s to 3.1 s per forward. Returns whether it applied.
+    Raising the mmap and trim thresholds lets freed blocks be reused (the forward pass gets
+    1.1-1.6x faster: benchmarks/RESULTS.md, "Forward pass"). Returns whether it applied.
     """
     global _tuned
     if _tuned:

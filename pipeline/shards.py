@@ -70,8 +70,8 @@ def encode_image(rgb: np.ndarray, cfg: PreprocessConfig) -> bytes:
     if cfg.image_format == "png":
         img.save(buf, format="PNG", compress_level=cfg.png_compress_level)
     else:
-        # Lowest effort: on DOTA tiles 4.4 ms and 75 KiB, vs 95 ms and 71 KiB at
-        # Pillow's default effort (method 4, quality 80), and PNG's 9.4 ms and 113 KiB.
+        # Lowest effort: nearly as small as Pillow's default effort and far faster
+        # (benchmarks/RESULTS.md, "Implementation choices").
         img.save(buf, format="WEBP", lossless=True, quality=0, method=0, exact=True)
     return buf.getvalue()
 
@@ -80,8 +80,8 @@ class _SampleWriter:
     """Appends WebDataset samples (``<key>.<ext>`` members, sorted by ext) to a tar stream.
 
     The same layout as ``webdataset.TarWriter`` with ``mtime=0``, written with :mod:`tarfile`
-    directly because importing webdataset imports torch: 2.6 s in every fresh Ray worker,
-    more than a typical shard's work on the development machine.
+    directly because importing webdataset imports torch, which costs every fresh Ray worker
+    more than a typical shard's work (benchmarks/RESULTS.md, "Implementation choices").
     """
 
     def __init__(self, fileobj: _HashingWriter) -> None:
@@ -201,7 +201,7 @@ def _samples(
         rgb, valid = pad_to(rgb, valid, size, cfg.pad_mode)
         padding = {"mode": cfg.pad_mode, "valid_width": image.width, "valid_height": image.height}
         stats["padded_images"] += 1
-    grid = tile_grid(rgb.shape[1], rgb.shape[0], size, cfg.stride)
+    grid = tile_grid(rgb.shape[0], rgb.shape[1], size, cfg.stride)
     timings["tile"] += time.perf_counter() - t0
     for x, y in grid:
         t0 = time.perf_counter()

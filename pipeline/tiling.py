@@ -27,8 +27,11 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     return origins
 
 
-def tile_grid(width: int, height: int, tile: int, stride: int) -> list[tuple[int, int]]:
-    """``(x, y)`` origins of the tiles covering a ``width`` x ``height`` image, row by row."""
+def tile_grid(height: int, width: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """``(x, y)`` origins of the tiles covering a ``height`` x ``width`` image, row by row.
+
+    (Arguments height first, as :func:`ltchm.codec.image.image_tiles` and array shapes.)
+    """
     xs = tile_origins(width, tile, stride)
     ys = tile_origins(height, tile, stride)
     return [(x, y) for y in ys for x in xs]
@@ -70,8 +73,8 @@ def skip_reason(
         missing = 1.0 - np.count_nonzero(valid) / valid.size
         if missing >= nodata_fraction:
             return "nodata"
-    # Band by band: numpy reduces a strided single-band view ~8x faster than axis=0 over
-    # interleaved (N, 3) pixels.
+    # Band by band: numpy reduces a strided single-band view faster than axis=0 over
+    # interleaved (N, 3) pixels (benchmarks/RESULTS.md, "Implementation choices").
     if all(float(tile[..., c].std()) <= constant_std for c in range(tile.shape[-1])):
         return "constant"
     return None

@@ -24,14 +24,14 @@ from ltchm.codec.container import LtcFile, Tile, pack, unpack
 from ltchm.codec.identity import ModelIdentity, identity_of
 from ltchm.models import CodingModel
 
-__all__ = ["ImageCodec", "ModelMismatchError", "tile_grid"]
+__all__ = ["ImageCodec", "ModelMismatchError", "image_tiles"]
 
 
 class ModelMismatchError(ValueError):
     """A file encoded with another model than the one asked to decode it."""
 
 
-def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+def image_tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
     """(top, left, h, w) of the tiles covering the image in raster order."""
     if tile <= 0:
         return [(0, 0, height, width)]
@@ -79,7 +79,7 @@ class ImageCodec:
             raise ValueError("cannot code an empty image")
         tile = self.tile_size if max(H, W) > self.tile_size else 0
         tiles = []
-        for top, left, h, w in tile_grid(H, W, tile):
+        for top, left, h, w in image_tiles(H, W, tile):
             patch = x[:, top : top + h, left : left + w].to(self.device, torch.float32)
             out = self.model.compress(self._pad(patch)[None])
             tiles.append(Tile(tuple(out["shape"]), [s[0] for s in out["strings"]]))
@@ -89,7 +89,7 @@ class ImageCodec:
         """The image of an ``.ltc`` file, (3, H, W) floats in [0, 1], on the CPU."""
         f = unpack(data)
         self.check_identity(f.identity)
-        grid = tile_grid(f.height, f.width, f.tile_size)
+        grid = image_tiles(f.height, f.width, f.tile_size)
         if len(grid) != len(f.tiles):
             raise ValueError(f"file holds {len(f.tiles)} tiles, its geometry needs {len(grid)}")
         out = torch.empty(3, f.height, f.width)

@@ -6,9 +6,9 @@ for values outside. The probabilities are the mixture's bin masses computed with
 reproducible arithmetic of :mod:`ltchm.entropy.detmath` and rounded to integers (so that
 even their sums are exact); escaped values go to a separate Exp-Golomb byte stream.
 
-The coder is ``constriction``'s ANS: it takes the rows as one numpy array, 60-100x faster
-than building the per-element CDF lists CompressAI's rANS needs (measured: 3 ms vs 433 ms
-of list building for 65k elements, same output size). CompressAI's
+The coder is ``constriction``'s ANS: it takes the rows as one numpy array instead of the
+per-element CDF lists CompressAI's rANS needs, whose building dominated the coding time
+(benchmarks/RESULTS.md, "Implementation choices"). CompressAI's
 ``GaussianMixtureConditional`` builds float32 erf CDFs over one global alphabet for batch 1
 only, which is neither reproducible across devices nor affordable at scene sizes.
 """

@@ -162,8 +162,8 @@ def _int_conv2d(
     """Convolution of integer-valued float64 tensors as matrix products.
 
     Written with unfold/matmul rather than ``F.conv2d``: PyTorch's float64 CPU convolution
-    is pathologically slow (a depth-wise 7x7 over 512 channels at 8x8: 1.1 s vs 2 ms), and
-    cuDNN may choose FFT algorithms; on integer operands any summation order is exact.
+    is pathologically slow (benchmarks/RESULTS.md, "Codec"), and cuDNN may choose FFT
+    algorithms; on integer operands any summation order is exact.
     """
     B, C, H, W = xi.shape
     O, Cg, kh, kw = w.shape

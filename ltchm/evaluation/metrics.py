@@ -153,7 +153,8 @@ def vifp(ref: Tensor, dec: Tensor) -> float:
     """Pixel-domain VIF (piq), on luminance, of two (3, H, W) images in [0, 1]."""
     import piq
 
-    # float32: 10x faster than float64 on CPU (conv2d), values agree to ~1e-5.
+    # float32: much faster than float64 on CPU, the same values to ~1e-5
+    # (benchmarks/RESULTS.md, "Implementation choices")
     return float(piq.vif_p(ref[None], dec[None], data_range=1.0))
 
 

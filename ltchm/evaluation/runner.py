@@ -5,13 +5,10 @@ metrics. Tasks of command-line codecs run in a process pool; learned codecs run 
 process (their model already uses every core, or the accelerator). Images stream in; at most
 a few tasks per worker are in flight, so the test set never has to fit in memory.
 
-Why a process pool and not a Ray Data pipeline: measured on the 2-core development machine
-(shared with other jobs, load average 4-11), 5 images (4 UC-Merced, DOTA P1888) x 5 codecs x
-6 settings = 150 points, four paired runs: pool 65 / 172 / 119 / 90 s, Ray Data (2 actors,
-``map`` with ``concurrency=2``) 164 / 165 / 84 / 71 s, of which 6-16 s were ``ray.init``.
-Neither wins beyond the noise of the shared machine; the pool starts instantly, needs no
-object store, streams its input and fails with the codec's own error, and the work (short
-subprocess calls and small torch metrics) needs no cluster. Tools and torch run
+Why a process pool and not a Ray Data pipeline: neither was faster beyond the noise of the
+measurement (benchmarks/RESULTS.md, "Implementation choices"); the pool starts instantly,
+needs no object store, streams its input and fails with the codec's own error, and the work
+(short subprocess calls and small torch metrics) needs no cluster. Tools and torch run
 single-threaded in the workers: per-image torch ops on 2 threads were slower, not faster.
 """
 

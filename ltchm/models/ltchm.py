@@ -79,8 +79,8 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # The 1x1 stride-2 transposed skip is W x at even positions and its bias everywhere;
-        # adding that in place is 4x cheaper than materialising its zero-stuffed output
-        # (measured: 115 ms -> 25 ms at 192 x 128^2 on 2 cores).
+        # adding that in place is cheaper than materialising its zero-stuffed output
+        # (benchmarks/RESULTS.md, "Forward pass").
         out: Tensor = self.igdn(self.conv(self.act(self.up(x))))
         out[..., ::2, ::2] += F.conv2d(x, self.skip.weight.transpose(0, 1))
         assert self.skip.bias is not None  # built with a bias
@@ -252,8 +252,8 @@ class LTCHM(CompressionModel):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
         # CompressAI's CompressionModel.load_state_dict tests every key against every module
-        # name (1.7 M string compares, 0.8 s at N=32: paid by every scene worker at start);
-        # only the entropy bottleneck's table buffers need resizing before the plain load.
+        # name (quadratic: paid by every scene worker at start, benchmarks/RESULTS.md, "Scene
+        # codec"); only the entropy bottleneck's table buffers need resizing before the load.
         prefixes = {k.rpartition(".")[0] for k in state_dict}
         for name, module in self.named_modules():
             if isinstance(module, EntropyBottleneck) and name in prefixes:

@@ -236,7 +236,7 @@ def test_splits_tiles_and_metadata(reference):
     assert {next(iter(s)) for s in splits.values()} == {"train", "val", "test"}
     # Train images are covered to their edges: the full grid, nothing skipped in these images.
     for (_, _, w, h), origins in tiles.items():
-        assert origins == set(tile_grid(max(w, 256), max(h, 256), 256, 256))
+        assert origins == set(tile_grid(max(h, 256), max(w, 256), 256, 256))
     assert _manifest(reference)["tiles_skipped"] == {}
 
 

@@ -122,7 +122,7 @@ def test_shard_contents_and_rules(archives, odd_zip, tmp_path):
     # Real DOTA images: every tile of the grid (pixels: test_tiles_are_the_source_pixels).
     for image_id, (w, h) in {"P0706": (1111, 1182), "P1888": (712, 557)}.items():
         metas = by_image[image_id]
-        assert {(m["tile"]["x"], m["tile"]["y"]) for m in metas} == set(tile_grid(w, h, 256, 256))
+        assert {(m["tile"]["x"], m["tile"]["y"]) for m in metas} == set(tile_grid(h, w, 256, 256))
         assert all(
             m["image"] == {"width": w, "height": h, "bands": 3, "dtype": "uint8"} for m in metas
         )
@@ -169,7 +169,7 @@ def test_tiles_are_the_source_pixels(archives, dev, tmp_path):
             tile = np.asarray(Image.open(io.BytesIO(png)))
             assert np.array_equal(tile, source[y : y + 256, x : x + 256]), key
             checked += 1
-    assert checked == len(tile_grid(1111, 1182, 256, 256))
+    assert checked == len(tile_grid(1182, 1111, 256, 256))
 
 
 def test_whole_images_for_eval_splits(archives, tmp_path):

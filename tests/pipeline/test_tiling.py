@@ -21,7 +21,7 @@ def test_tile_origins(length, tile, stride, expected):
 @pytest.mark.parametrize(("w", "h"), [(1111, 1182), (712, 557), (257, 256), (300, 1000)])
 def test_grid_covers_every_pixel_and_stays_inside(w, h):
     covered = np.zeros((h, w), dtype=np.int32)
-    grid = tile_grid(w, h, 256, 256)
+    grid = tile_grid(h, w, 256, 256)
     for x, y in grid:
         assert 0 <= x <= w - 256 and 0 <= y <= h - 256
         covered[y : y + 256, x : x + 256] += 1
