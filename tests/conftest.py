@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from devdata import make_dev_standins
 from processes import ray_nodes
 
 from ltchm.codec import save_checkpoint
 from ltchm.imageio import list_images, read_image
-from ltchm.paths import SAMPLES, dev_data
+from ltchm.paths import dev_data
 from ltchm.quickfit import quick_fit
 from ltchm.runtime import tune_allocator
 from ltchm.zoo import get_model
@@ -24,9 +25,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
-def dev_dir() -> Path:
-    """``../shared/data/dev``, or the embedded samples where only the repository exists."""
-    return dev_data() or SAMPLES
+def dev_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``../shared/data/dev``, or stand-ins of it generated from the embedded samples where
+    only the repository exists (``tests/devdata.py``): every test runs either way."""
+    return dev_data() or make_dev_standins(tmp_path_factory.mktemp("dev"))
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +37,9 @@ def ucm_dir(dev_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def scenes_dir() -> Path:
-    """The georeferenced dev scenes (the embedded samples hold only three of them)."""
-    dev = dev_data()
-    if dev is None or not (dev / "scenes").is_dir():
-        pytest.skip("needs the development data (../shared/data/dev/scenes)")
-    return dev / "scenes"
+def scenes_dir(dev_dir: Path) -> Path:
+    """The georeferenced dev scenes (or their generated stand-ins)."""
+    return dev_dir / "scenes"
 
 
 @pytest.fixture(scope="module")
