@@ -299,7 +299,7 @@ def rss(scenes: list[Path], model_path: Path, tmp: Path) -> None:
 
 # -- quality measurements behind the defaults ------------------------------------------------
 def _code(src: Path, model, cfg: ScenesConfig, tmp: Path):
-    from ltchm.codec.scene_container import SceneReader
+    from pipeline.scenes.container import SceneReader
     from pipeline.scenes.encode import encode_scene
     from pipeline.scenes.mosaic import SceneDecoder
     from pipeline.scenes.tiles import TileCoder

@@ -17,8 +17,6 @@ Local Ray, a SQLite MLflow store, CPU, and real imagery: the development data
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
 import time
@@ -30,7 +28,7 @@ from ltchm.config import LAMBDAS
 from ltchm.imageio import list_images
 from ltchm.paths import REPO_ROOT, SAMPLES, dev_data
 
-__all__ = ["main"]
+__all__ = ["demo", "main"]
 
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 # the shipped models the scene stage uses when present (samples/models/<set>/MODEL_CARD.md)
@@ -109,7 +107,8 @@ def _evaluate(shards: Path, images: Path, out: Path, uri: str, max_images: int) 
     """The six registered models against JPEG2000 on held-out images: the test split, else
     the val split (the split hashes each image, and a few demo images can leave one empty),
     else, with a warning, the UC-Merced images themselves."""
-    from jobs.evaluate import main as evaluate
+    from jobs.evaluate import evaluate
+    from ltchm.config import load_config
 
     for split in ("test", "val"):
         tars = sorted(shards.glob(f"{split}-*.tar"))
@@ -122,30 +121,48 @@ def _evaluate(shards: Path, images: Path, out: Path, uri: str, max_images: int) 
         data = str(images)
         print(f"      warning: no test or val images in the shards; evaluating on {images}")
     models = [f"ltchm-demo=models:/ltchm-lambda{lmbda}@candidate" for lmbda in LAMBDAS]
-    argv = ["--models", *models, "--data", data, "--codecs", "jpeg2000"]
-    argv += ["--out", str(out), "--no-lpips", "--max-images", str(max_images)]
-    argv += ["--tracking-uri", uri, "--quiet", "--no-complexity"]
-    if evaluate(argv) != 0:
-        raise RuntimeError("evaluation failed")
+    cfg = load_config(overrides={"tracking.tracking_uri": uri})
+    evaluate(
+        data,
+        out,
+        cfg,
+        models=models,
+        codecs=["jpeg2000"],
+        max_images=max_images,
+        lpips=False,
+        complexity=False,
+        progress=False,
+        command="ltchm demo (evaluate stage)",
+    )
     return out
 
 
 def _scenes(scenes: list[Path], out: Path, model: str) -> list[dict[str, Any]]:
-    from jobs.compress_scenes import main as compress_scenes
-    from pipeline.scenes.decompress import main as decompress_scene
+    from jobs.compress_scenes import compress_scenes
+    from ltchm.codec.spec import load_model
+    from ltchm.config import load_config
+    from pipeline.scenes.decompress import decompress_scene
+    from pipeline.scenes.report import summary
 
-    code = compress_scenes([*map(str, scenes), "--model", model, "--out", str(out)])
-    if code not in (0, 1):
-        raise RuntimeError("compress-scenes failed")
-    rows = json.loads((out / "report.json").read_text())
+    cfg = load_config().scenes
+    result = compress_scenes(scenes, out, model, cfg)
+    print("      " + summary(result).replace("\n", "\n      "))
+    rows = [dict(r) for r in result.rows]
+    decoder = load_model(model)  # the model the scenes were coded with
     decoded = out / "decoded"
     decoded.mkdir(exist_ok=True)
     for row in rows:
         if row["status"] in ("done", "skipped") and row.get("output"):
             ltcs = out / row["output"]  # relative to the output folder
             dest = decoded / f"{ltcs.stem}.tif"
-            if decompress_scene([str(ltcs), str(dest)]) != 0:
-                raise RuntimeError(f"decompress-scene failed for {ltcs}")
+            decompress_scene(
+                ltcs,
+                dest,
+                decoder,
+                fmt=cfg.output_format,
+                compress=cfg.output_compress,
+                resampling=cfg.overview_resampling,
+            )
             row["decoded"] = str(dest)
     return rows
 
@@ -282,15 +299,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep an earlier demo's outputs")
     args = parser.parse_args(argv)
+    demo(
+        args.out,
+        steps=args.steps,
+        eval_images=args.eval_images,
+        scene_model=args.scene_model,
+        keep=args.keep,
+    )
+    return 0
 
-    out = args.out.resolve()
-    if out.exists() and not args.keep:
+
+def demo(
+    out: Path,
+    *,
+    steps: int | None = None,
+    eval_images: int = 4,
+    scene_model: str | None = None,
+    keep: bool = False,
+) -> None:
+    """Run the six stages into ``out`` and print the summary (see the module docstring).
+
+    ``steps``: training steps per rate point (None: ``configs/demo.yaml``'s);
+    ``scene_model``: the scene stage's model (see ``--scene-model``); ``keep``: do not
+    remove an earlier demo's outputs first. Raises ``RuntimeError`` when a stage fails.
+    """
+    out = out.resolve()
+    if out.exists() and not keep:
         shutil.rmtree(out)  # the demo's own folder: a rerun starts from scratch
     out.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{out / 'mlruns.db'}"
-    # models:/ URIs (evaluation, scene coding) resolve against the demo's store
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from ltchm.tracking import using_tracking_uri
 
+    # models:/ URIs (evaluation, scene coding) resolve against the demo's store while it
+    # runs; a caller's own store (a notebook, the test suite) is restored afterwards
+    with using_tracking_uri(uri):
+        _run(out, uri, steps, eval_images, scene_model)
+
+
+def _run(out: Path, uri: str, steps: int | None, eval_images: int, choice: str | None) -> None:
     src = _sources()
     print(f"ltchm demo: real imagery from the {src['origin']} data; outputs in {out}")
     stages = Stages(6)
@@ -301,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     stages.run("preprocess: archives -> WebDataset shards (Ray Data)",
                lambda: _preprocess(archives, shards))  # fmt: skip
     stages.run("train the six rate points (DeepSpeed on Ray Train, MLflow)",
-               lambda: _train(shards, out / "runs", uri, args.steps))  # fmt: skip
+               lambda: _train(shards, out / "runs", uri, steps))  # fmt: skip
     evaluation = stages.run(
         "evaluate on held-out images against JPEG2000 (RD curves, BD-rate)",
-        lambda: _evaluate(shards, src["ucm"], out / "evaluation", uri, args.eval_images),
+        lambda: _evaluate(shards, src["ucm"], out / "evaluation", uri, eval_images),
     )
-    scene_model, note = _scene_model(args.scene_model, args.steps)
+    scene_model, note = _scene_model(choice, steps)
     scene_rows = stages.run(
         "compress the scenes and decompress them into GeoTIFFs",
         lambda: _scenes(src["scenes"], out / "scenes", scene_model),
@@ -334,7 +380,6 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,15 +18,18 @@ import argparse
 import hashlib
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ltchm.config import ConfigError, load_config
+from ltchm.cli_options import add_config, add_device, add_progress, add_tracking_uri
+from ltchm.config import Config, ConfigError, load_config
 
-__all__ = ["main"]
+__all__ = ["EvaluationResult", "build_parser", "evaluate", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ltchm evaluate",
         description="Rate-distortion evaluation of learned models and classical codecs.",
@@ -48,19 +51,19 @@ def _parser() -> argparse.ArgumentParser:
         "(default: evaluate.codecs)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--config", type=Path, action="append", help="YAML config (repeatable)")
+    add_config(p, help="YAML config", repeatable=True)
     p.add_argument("--lpips-weights", help="AlexNet ImageNet weights file for LPIPS")
     p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out (reported as n/a)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: tracking.tracking_uri)")
+    add_tracking_uri(p, default="tracking.tracking_uri")
     p.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
     p.add_argument("--no-mlflow", action="store_true", help="do not record in MLflow")
     p.add_argument("--max-images", type=int, help="evaluate the first N images only")
     p.add_argument("--workers", type=int, help="worker processes (default: evaluate.workers)")
     p.add_argument("--anchor", help="BD anchor codec (default: evaluate.anchor, jpeg2000)")
-    p.add_argument("--device", default=None, help="device of learned models (default: cuda|cpu)")
+    add_device(p, default=None)
     p.add_argument("--no-complexity", action="store_true", help="skip the complexity table")
     p.add_argument("--drop-alpha", action="store_true", help="evaluate RGBA images' RGB bands")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress(p)
     return p
 
 
@@ -96,7 +99,48 @@ def _learned(models: list[str], classical: list[str], device: str) -> list[Any]:
     return [LearnedCodec(name, specs, device=device) for name, specs in curves.items()]
 
 
-def _run(args: argparse.Namespace) -> int:
+@dataclass
+class EvaluationResult:
+    """What ``evaluate`` wrote (``out``), how much, and the MLflow run that records it."""
+
+    out: Path
+    points: int
+    images: int
+    seconds: float
+    run_id: str | None
+
+
+def evaluate(
+    data: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    models: Sequence[str] = (),
+    codecs: Sequence[str] | None = None,
+    device: str | None = None,
+    max_images: int | None = None,
+    lpips: bool = True,
+    complexity: bool = True,
+    drop_alpha: bool = False,
+    tracking: bool = True,
+    progress: bool = True,
+    command: str = "ltchm evaluate",
+) -> EvaluationResult:
+    """Evaluate ``models`` and the classical ``codecs`` on the images of ``data``.
+
+    Args:
+        data: a folder of images, a folder of ``test-*.tar`` shards, or shards (braces).
+        out: the report's folder (points, RD table, BD table, complexity, plots).
+        cfg: the config (its ``evaluate`` and ``tracking`` sections).
+        models: ``[CURVE=]SPEC[,config=FILE]`` entries; same CURVE, one curve.
+        codecs: classical codec names; None: ``cfg.evaluate.codecs``.
+        device: of the learned models; None: cuda if available, else cpu.
+        tracking: record the comparison run (and each model's point in its training run).
+
+    Raises:
+        ValueError: nothing to evaluate, or no images. CodecError, LpipsWeightsError,
+        ImageFormatError, FileNotFoundError: as their names say.
+    """
     import torch
 
     from ltchm.evaluation.codecs import build_classical
@@ -104,50 +148,41 @@ def _run(args: argparse.Namespace) -> int:
     from ltchm.evaluation.data import open_images
     from ltchm.evaluation.metrics import alexnet_weights_path
     from ltchm.evaluation.report import write_report
-    from ltchm.evaluation.runner import evaluate
+    from ltchm.evaluation.runner import evaluate as run_codecs
 
-    cfg = load_config(
-        args.config,
-        {
-            "evaluate.lpips_weights": args.lpips_weights,
-            "evaluate.workers": args.workers,
-            "evaluate.anchor": args.anchor,
-            "tracking.tracking_uri": args.tracking_uri,
-            "tracking.experiment": args.experiment,
-        },
-    )
+    out = Path(out)
     ev = cfg.evaluate
-    use_lpips = ev.lpips and not args.no_lpips
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    names = _codec_names(args.codecs, ev.codecs)
-    codecs = build_classical(names, ev) + _learned(args.models, names, device)
-    if not codecs:
+    use_lpips = ev.lpips and lpips
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    names = list(ev.codecs if codecs is None else codecs)
+    coders = build_classical(names, ev) + _learned(list(models), names, device)
+    if not coders:
         raise ValueError("nothing to evaluate: no --codecs and no --models")
-    source = open_images(args.data, args.max_images, drop_alpha=args.drop_alpha)
+    source = open_images(str(data), max_images, drop_alpha=drop_alpha)
     lpips_path = alexnet_weights_path(ev.lpips_weights) if use_lpips else None
 
-    print(f"ltchm evaluate: {source.description}; codecs: {', '.join(c.name for c in codecs)}")
+    print(f"ltchm evaluate: {source.description}; codecs: {', '.join(c.name for c in coders)}")
     t0 = time.perf_counter()
-    records = evaluate(
+    records = run_codecs(
         source,
-        codecs,
+        coders,
         lpips_weights=None if lpips_path is None else str(lpips_path),
         use_lpips=use_lpips,
         workers=ev.workers,
         total_images=source.count(),
-        progress=not args.quiet,
+        progress=progress,
     )
     if not records:
-        raise ValueError(f"no images in {args.data}")
+        raise ValueError(f"no images in {data}")
     elapsed = time.perf_counter() - t0
     n_images = len({r["image"] for r in records})
 
     complexity_rows = None
-    if ev.complexity and not args.no_complexity:
-        first = next(iter(open_images(args.data, 1, drop_alpha=args.drop_alpha)))[1]
-        complexity_rows = complexity_table(codecs, first, repeats=ev.complexity_repeats)
+    if ev.complexity and complexity:
+        first = next(iter(open_images(str(data), 1, drop_alpha=drop_alpha)))[1]
+        complexity_rows = complexity_table(coders, first, repeats=ev.complexity_repeats)
 
-    used = {c.name for c in codecs}
+    used = {c.name for c in coders}
     notes = [
         "bpp = 8 x bytes of the complete file each codec writes / pixels of the image.",
         "MS-SSIM: 5 scales (pytorch_msssim); undefined (n/a) for images with a side <= 160 px, "
@@ -167,8 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     if not use_lpips:
         notes.append("LPIPS not computed (--no-lpips / evaluate.lpips: false).")
     summary: dict[str, Any] = {
-        "title": f"{Path(str(args.data).rstrip('/')).name} ({n_images} images)",
-        "data": str(args.data),
+        "title": f"{Path(str(data).rstrip('/')).name} ({n_images} images)",
+        "data": str(data),
         "images": n_images,
         "image_names": sorted({r["image"] for r in records}),
         "codecs": [
@@ -179,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
                 "ladder": list(c.ladder()),
                 "versions": c.versions(),
             }
-            for c in codecs
+            for c in coders
         ],
         "anchor": ev.anchor,
         "bd_method": ev.bd_method,
@@ -193,27 +228,28 @@ def _run(args: argparse.Namespace) -> int:
         },
         "config": cfg.evaluate.model_dump(mode="json"),
         "elapsed_s": elapsed,
-        "command": "ltchm evaluate " + " ".join(args.argv),
+        "command": command,
         "notes": notes,
     }
     from ltchm.evaluation.learned import LearnedCodec
 
-    learned = [c.name for c in codecs if isinstance(c, LearnedCodec)]
+    learned = [c.name for c in coders if isinstance(c, LearnedCodec)]
     result = write_report(
-        args.out, records, summary, ev.anchor, ev.bd_method, complexity_rows, learned=learned
+        out, records, summary, ev.anchor, ev.bd_method, complexity_rows, learned=learned
     )
-    print(f"\n{(args.out / 'bd.md').read_text()}")
-    print(f"{len(records)} points from {n_images} images in {elapsed:.0f} s -> {args.out}")
+    print(f"\n{(out / 'bd.md').read_text()}")
+    print(f"{len(records)} points from {n_images} images in {elapsed:.0f} s -> {out}")
 
-    if not args.no_mlflow:
+    run_id = None
+    if tracking:
         from ltchm.evaluation.tracking import log_comparison_run, log_to_model_runs
         from ltchm.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
         params = {
-            "data": args.data,
+            "data": str(data),
             "images": n_images,
-            "codecs": ",".join(c.name for c in codecs),
+            "codecs": ",".join(c.name for c in coders),
             "anchor": ev.anchor,
             "bd_method": ev.bd_method,
             "lpips": "alex-v0.1" if use_lpips else "off",
@@ -225,18 +261,18 @@ def _run(args: argparse.Namespace) -> int:
         run_id = log_comparison_run(
             uri,
             cfg.tracking.experiment,
-            args.out,
+            out,
             params,
             result["rd"],
             result["bd"],
-            run_name=f"evaluate {Path(str(args.data)).name}",
+            run_name=f"evaluate {Path(str(data)).name}",
             artifact_location=cfg.tracking.artifact_location,
         )
         # The hook for the training job's λ child runs: models whose identity names the run
         # that trained them get their RD point logged there.
         source_runs = {
             (c.name, s): rid
-            for c in codecs
+            for c in coders
             if hasattr(c, "source_run_id")
             for s in c.ladder()
             if (rid := c.source_run_id(s))
@@ -246,7 +282,7 @@ def _run(args: argparse.Namespace) -> int:
             f"MLflow: comparison run {run_id} at {uri}"
             + (f"; {len(logged)} model runs" if logged else "")
         )
-    return 0
+    return EvaluationResult(out, len(records), n_images, elapsed, run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,13 +292,37 @@ def main(argv: list[str] | None = None) -> int:
     from ltchm.imageio import ImageFormatError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    args.argv = argv
+    args = build_parser().parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         print("ltchm evaluate: error: --max-images must be >= 1", file=sys.stderr)
         return 2
     try:
-        return _run(args)
+        cfg = load_config(
+            args.config,
+            {
+                "evaluate.lpips_weights": args.lpips_weights,
+                "evaluate.workers": args.workers,
+                "evaluate.anchor": args.anchor,
+                "tracking.tracking_uri": args.tracking_uri,
+                "tracking.experiment": args.experiment,
+            },
+        )
+        evaluate(
+            args.data,
+            args.out,
+            cfg,
+            models=args.models,
+            codecs=_codec_names(args.codecs, cfg.evaluate.codecs),
+            device=args.device,
+            max_images=args.max_images,
+            lpips=not args.no_lpips,
+            complexity=not args.no_complexity,
+            drop_alpha=args.drop_alpha,
+            tracking=not args.no_mlflow,
+            progress=not args.no_progress,
+            command="ltchm evaluate " + " ".join(argv),
+        )
+        return 0
     except (
         CodecError,
         LpipsWeightsError,

@@ -32,6 +32,7 @@ from typing import Any, cast
 from jobs.output_lock import OutputDirError, locked_output
 from jobs.ray_cluster import ray_session
 from ltchm.atomic import atomic_write_text
+from ltchm.cli_options import add_address, add_config, add_progress
 from ltchm.config import ConfigError, PreprocessConfig, load_config
 from pipeline.archives import LAYOUTS, ArchiveError
 from pipeline.plan import Plan, ShardPlan, config_dict, make_plan
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         help="zip/tar archives (DOTA parts, UCMerced_LandUse.zip), folders, GeoTIFF scenes",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder for the shards")
-    parser.add_argument("--config", type=Path, default=None, help="YAML with a preprocess section")
+    add_config(parser, help="YAML with a preprocess section")
     parser.add_argument(
         "--layout", choices=("auto", *LAYOUTS), default=None, help="default: detected per input"
     )
@@ -281,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-format", choices=("png", "webp"), default=None)
     parser.add_argument("--split-seed", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None, help="shard tasks in flight")
-    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS)")
+    add_address(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace another job's shards")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(parser)
     parser.add_argument(
         "--local", action="store_true", help="no Ray: write the shards in this process"
     )

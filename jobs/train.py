@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.training.dsconfig import deepspeed_config
+from ltchm.cli_options import add_address, add_config, add_tracking_uri
 from ltchm.config import LAMBDAS, Config, ConfigError, dump_config, load_config
 from ltchm.paths import REPO_ROOT
 
@@ -422,7 +423,7 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
         else "Train LTCHM with DeepSpeed on Ray."
     )
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--config", type=Path, help="config file (e.g. configs/lambda_512.yaml)")
+    add_config(p, help="config file (e.g. configs/lambda_512.yaml)")
     p.add_argument("--shards", type=Path, required=True, help="output folder of ltchm preprocess")
     p.add_argument(
         "--lambdas", help="'all' or a comma list, e.g. 128,512 (uses configs/lambda_*.yaml)"
@@ -442,7 +443,7 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
         help="start from this model's weights (checkpoint or models:/ URI): fine-tuning",
     )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns.db)")
+    add_tracking_uri(p)
     p.add_argument("--experiment", help="MLflow experiment")
     p.add_argument("--out", type=Path, help="folder for checkpoints and Ray's run state")
     if launcher:
@@ -453,7 +454,7 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
             help="no MLflow: metrics go to {out}/lambda_{L}/metrics.jsonl, nothing is registered",
         )
     else:
-        p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+        add_address(p)
         p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts allowed")
         p.add_argument("--verbose", action="store_true", help="show the workers' logs")
     return p

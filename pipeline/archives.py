@@ -14,6 +14,8 @@ archive that was crafted or damaged, and its other members are still used.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import lzma
 import os
 import re
@@ -22,10 +24,11 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -39,8 +42,10 @@ __all__ = [
     "UnsafeMemberError",
     "check_member_name",
     "detect_layout",
+    "file_sha256",
     "image_identity",
     "list_source",
+    "member_sha256",
     "require_present",
 ]
 
@@ -394,16 +399,32 @@ class MemberReader:
 
     def read(self, member: Member) -> bytes:
         """The member's bytes. Raises :class:`MemberError` when they cannot be read whole."""
+        with self.open(member) as f:
+            data = f.read()
+        if member.kind == "tar" and len(data) != member.size:
+            raise MemberError(f"truncated: {len(data)} of {member.size} bytes present")
+        return data
+
+    @contextmanager
+    def open(self, member: Member) -> Iterator[IO[bytes]]:
+        """A stream of the member's bytes: the one way members are opened (reads, checksums).
+
+        Raises :class:`MemberError` when they cannot be read (while opening or reading).
+        """
         try:
-            return self._read(member)
-        except MemberError:
+            with self._open(member) as f:
+                yield f
+        except (MemberError, ArchiveError):
             raise
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
             raise MemberError(f"cannot read member: {exc}") from None
+        except (tarfile.TarError, lzma.LZMAError) as exc:
+            raise MemberError(f"cannot read member from compressed tar: {exc}") from None
         except KeyError:
             raise MemberError("member missing from the archive (changed since listing?)") from None
 
-    def _read(self, member: Member) -> bytes:
+    @contextmanager
+    def _open(self, member: Member) -> Iterator[IO[bytes]]:
         if member.kind == "zip":
             zf = self._zips.get(member.source)
             if zf is None:
@@ -413,30 +434,76 @@ class MemberReader:
                 except (zipfile.BadZipFile, OSError) as exc:
                     raise ArchiveError(f"{member.source}: cannot open zip ({exc})") from None
             # ZipExtFile checks the CRC-32 at the end of the read: corrupt data raises.
-            return zf.read(member.name)
-        if member.kind == "tar":
-            f = self._files.get(member.source)
-            if f is None:
+            with zf.open(member.name) as zipped:
+                yield zipped
+        elif member.kind == "tar":
+            tar = self._files.get(member.source)
+            if tar is None:
                 require_present(member.source)
-                f = self._files[member.source] = open(member.source, "rb")  # noqa: SIM115
+                tar = self._files[member.source] = open(member.source, "rb")  # noqa: SIM115
             assert member.offset is not None
-            f.seek(member.offset)
-            data = f.read(member.size)
-            if len(data) != member.size:
-                raise MemberError(f"truncated: {len(data)} of {member.size} bytes present")
-            return data
-        if member.kind == "tar-stream":
+            tar.seek(member.offset)
+            yield cast(IO[bytes], _Slice(tar, member.size))
+        elif member.kind == "tar-stream":
             key = (member.source, member.name)
-            if key not in self._cache:
-                self.prefetch([member])
-            if key not in self._cache:
-                why = self._stream_errors.get(member.source, "not found in the archive")
+            if key in self._cache:  # prefetched with others of its archive
+                yield io.BytesIO(self._cache.pop(key))
+                return
+            if member.source in self._stream_errors:
+                why = self._stream_errors[member.source]
                 raise MemberError(f"cannot read member from compressed tar: {why}")
-            return self._cache.pop(key)
-        path = member.local_path
-        assert path is not None
-        require_present(path)
-        return path.read_bytes()
+            # not prefetched (a large scene, say): streamed, never held whole in memory
+            require_present(member.source)
+            with tarfile.open(member.source, "r|*") as tf:
+                for info in tf:
+                    if info.name == member.name and info.isreg():
+                        stream = tf.extractfile(info)
+                        assert stream is not None
+                        yield stream
+                        return
+            raise MemberError("cannot read member from compressed tar: not found in the archive")
+        else:
+            path = member.local_path
+            assert path is not None
+            require_present(path)
+            with open(path, "rb") as f:
+                yield f
+
+
+class _Slice(io.RawIOBase):
+    """``size`` bytes of an open file from its current position (an uncompressed tar member)."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self._f, self._left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        n = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+
+def member_sha256(member: Member, chunk: int = 1 << 22) -> str:
+    """sha256 of a member's bytes, streamed through :meth:`MemberReader.open`."""
+    h = hashlib.sha256()
+    with MemberReader() as reader, reader.open(member) as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, streamed."""
+    p = Path(path)
+    return member_sha256(Member(str(p), "file", p.name, p.name, p.stat().st_size))
 
 
 def require_present(path: str | Path) -> None:

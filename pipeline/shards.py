@@ -27,7 +27,7 @@ import numpy as np
 
 from ltchm.atomic import atomic_path, atomic_write_text
 from ltchm.config import PreprocessConfig
-from pipeline.archives import MemberError, MemberReader, require_present
+from pipeline.archives import MemberError, MemberReader, file_sha256, require_present
 from pipeline.decode import DecodeError, RGBImage, decode_image
 from pipeline.plan import FORMAT, ImageEntry, Plan, ShardPlan, config_dict
 from pipeline.tiling import pad_to, skip_reason, tile_grid
@@ -51,14 +51,6 @@ PHASES = ("decode", "tile", "encode", "write")
 
 def state_path(out_dir: Path, name: str) -> Path:
     return out_dir / STATE_DIR / f"{name}.json"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encode_image(rgb: np.ndarray, cfg: PreprocessConfig) -> bytes:

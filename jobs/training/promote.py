@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from jobs.training.tracking import CHAMPION, promote
+from ltchm.cli_options import add_tracking_uri
 from ltchm.tracking import TrackingError, check_tracking, resolve_tracking_uri
 
 __all__ = ["main"]
@@ -18,9 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("name", help="registered model, e.g. ltchm-lambda512")
     parser.add_argument("version")
-    parser.add_argument(
-        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db"
-    )
+    add_tracking_uri(parser)
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ltchm.atomic import atomic_write_bytes, atomic_write_text
+from ltchm.cli_options import add_config, add_device, add_model
 from ltchm.codec.container import ContainerError, unpack
 from ltchm.codec.image import ImageCodec, bits_per_pixel
 from ltchm.codec.spec import load_model
@@ -25,14 +26,9 @@ __all__ = ["decode_main", "encode_main", "eval_images_main"]
 
 
 def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument(
-        "--model",
-        required=required,
-        metavar="SPEC",
-        help="checkpoint file, MLflow model URI (models:/name@alias) or registry name",
-    )
-    parser.add_argument("--config", help="config file for a registry name (model, lambda)")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    add_model(parser, required=required)
+    add_config(parser, help="config file for a registry name (model, lambda)")
+    add_device(parser)
 
 
 def encode_main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,16 @@
 * :mod:`pipeline.scenes.encode` planning and encoding scenes.
 * :mod:`pipeline.scenes.mosaic` decoding any window: tiles blended into the raster.
 * :mod:`pipeline.scenes.output` writing GeoTIFF / COG atomically.
+* :mod:`pipeline.scenes.container` the ``.ltcs`` file format.
+* :mod:`pipeline.scenes.verify` decoded against source, band by band, in the native range.
 * :mod:`pipeline.scenes.decompress` ``ltchm decompress-scene``.
+* :mod:`pipeline.scenes.inputs`, :mod:`~pipeline.scenes.worker`,
+  :mod:`~pipeline.scenes.scheduler`, :mod:`~pipeline.scenes.resume`,
+  :mod:`~pipeline.scenes.report`: a batch of scenes (``ltchm compress-scenes``) — what to
+  compress, the tasks, the driver loop and its in-process pool, resume records, the report.
 
-The batch job over archives, on Ray, is :mod:`jobs.compress_scenes` (``ltchm
-compress-scenes``); the file format is :mod:`ltchm.codec.scene_container`.
+Only the Ray wiring of the batch (its pool of actors and the ``python -m
+jobs.compress_scenes`` entry point that ``ray job submit`` runs) lives in
+:mod:`jobs.compress_scenes`: stages depend one way (jobs -> pipeline -> ltchm), so code
+that needs a Ray cluster stays out of this package and everything here runs without one.
 """

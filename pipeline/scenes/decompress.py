@@ -18,11 +18,12 @@ from typing import Literal
 from affine import Affine
 from rasterio.windows import Window
 
+from ltchm.cli_options import add_config, add_device, add_model, add_progress
 from ltchm.codec.container import ContainerError
 from ltchm.codec.identity import ModelIdentity
 from ltchm.codec.image import ModelMismatchError
-from ltchm.codec.scene_container import SceneHeader, SceneReader, header_of
 from ltchm.config import ConfigError, load_config
+from pipeline.scenes.container import SceneHeader, SceneReader, header_of
 
 __all__ = ["bbox_window", "decompress_scene", "main"]
 
@@ -52,7 +53,7 @@ def bbox_window(header: SceneHeader, bbox: tuple[float, float, float, float]) ->
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def find_scene_model(header: SceneHeader, spec: str | None, config: str | None, device: str):
+def find_scene_model(header: SceneHeader, spec: str | None, config: str | Path | None, device: str):
     """The model to decode with: ``spec`` if given, else the local store's copy."""
     from ltchm.codec.spec import load_model
     from ltchm.codec.store import find_model, store_dir
@@ -120,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         "--bbox", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"),
         help="in the scene's CRS",
     )  # fmt: skip
-    parser.add_argument("--model", metavar="SPEC", help="default: the local model store's copy")
-    parser.add_argument("--config", help="YAML: model config for a registry name; scenes section")
-    parser.add_argument("--device", default="cpu")
+    add_model(parser, required=False, help="default: the local model store's copy")
+    add_config(parser, help="YAML: model config for a registry name; scenes section")
+    add_device(parser)
     parser.add_argument("--format", choices=("cog", "gtiff"), default=None, help="default: cog")
     parser.add_argument("--compress", choices=("zstd", "deflate"), default=None)
     parser.add_argument("--info", action="store_true", help="print the file's header and exit")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
     args = parser.parse_args(argv)
     prog = "ltchm decompress-scene"
     try:

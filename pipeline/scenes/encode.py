@@ -15,14 +15,14 @@ from typing import Any
 from rasterio.windows import Window
 
 from ltchm.atomic import atomic_path
-from ltchm.codec.scene_container import (
+from ltchm.config import ScenesConfig
+from pipeline.scenes.container import (
     MappingInfo,
     SceneHeader,
     SceneWriter,
     SourceInfo,
     TilingInfo,
 )
-from ltchm.config import ScenesConfig
 from pipeline.scenes.mosaic import grid_of
 from pipeline.scenes.source import (
     describe_scene,

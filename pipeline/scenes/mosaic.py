@@ -18,8 +18,8 @@ import numpy as np
 from rasterio.windows import Window
 from torch import nn
 
-from ltchm.codec.scene_container import SceneHeader, SceneReader
 from pipeline.scenes.bands import nudge_off_nodata, to_dtype
+from pipeline.scenes.container import SceneHeader, SceneReader
 from pipeline.scenes.grid import Cell, SceneGrid
 from pipeline.scenes.tiles import DecodedTile, TileCoder, check_model
 

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from ltchm.atomic import atomic_path
-from ltchm.codec.scene_container import SceneHeader
+from pipeline.scenes.container import SceneHeader
 from pipeline.scenes.mosaic import Block, nodata_of
 from pipeline.scenes.source import gdal_cache
 

@@ -21,8 +21,8 @@ from torch import nn
 from ltchm.codec.checkpoint import prepare_for_coding
 from ltchm.codec.identity import ModelIdentity, identity_of
 from ltchm.codec.image import ModelMismatchError
-from ltchm.codec.scene_container import ModelInfo, SceneHeader, TileRecord
 from pipeline.scenes.bands import channels_of, fill_invalid, from_unit, to_unit
+from pipeline.scenes.container import ModelInfo, SceneHeader, TileRecord
 from pipeline.scenes.grid import SceneGrid
 from pipeline.scenes.source import SourceTile
 
@@ -86,7 +86,7 @@ class TileCoder:
 
     # -- encoding --------------------------------------------------------------------------
     def encode(self, header: SceneHeader, grid: SceneGrid, index: int, src: SourceTile) -> bytes:
-        from ltchm.codec.scene_container import pack_tile
+        from pipeline.scenes.container import pack_tile
 
         return pack_tile(self.encode_record(header, grid, index, src))
 

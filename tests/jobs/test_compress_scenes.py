@@ -16,15 +16,15 @@ import rasterio
 from processes import VENV_BIN
 
 from jobs.compress_scenes import main
-from ltchm.codec.scene_container import SceneReader
 from ltchm.paths import REPO_ROOT
+from pipeline.scenes.container import SceneReader
 from pipeline.scenes.decompress import main as decompress
 
 pytestmark = pytest.mark.slow
 
 SCENES = ["riocolor_rgb16.tif", "solaris_pan1.tif", "paddlers_ssst_multispectral.tif"]
 # An untrained registry model (seed 0: every worker builds the same weights) keeps this fast;
-# the quality of the codec is tested in tests/pipeline/test_scene_codec.py.
+# the quality of the codec is tested in tests/pipeline/scenes/test_codec.py.
 CONFIG = """\
 model: {name: ltchm-baseline, N: 8, context: checkerboard}
 scenes: {tile_size: 256, overlap: 16, chunk_tiles: 2}

@@ -1,3 +1,5 @@
+import dataclasses
+import hashlib
 import io
 import tarfile
 import zipfile
@@ -12,8 +14,10 @@ from pipeline.archives import (
     UnsafeMemberError,
     check_member_name,
     detect_layout,
+    file_sha256,
     image_identity,
     list_source,
+    member_sha256,
 )
 
 
@@ -195,3 +199,29 @@ def test_corrupt_zip_member_is_a_member_error(tmp_path, dev):
         with pytest.raises(MemberError, match="CRC"):
             reader.read(listing.members[0])
         assert reader.read(listing.members[1]) == png
+
+
+@pytest.mark.parametrize("source", ["dota_zip", "dota_tar", "dota_tgz", "gaofen"])
+def test_checksums_stream_the_bytes_reads_return(archives, source):
+    """One way to open a member: the streamed checksum is that of the bytes read whole."""
+    members = [m for m in list_source(archives[source]).members if m.is_image]
+    assert members
+    with MemberReader() as reader:
+        for m in members:
+            data = reader.read(m)
+            assert len(data) == m.size
+            assert member_sha256(m, chunk=1000) == hashlib.sha256(data).hexdigest()
+            with reader.open(m) as f:  # partial reads of a stream
+                assert f.read(10) + f.read() == data
+    path = archives["dota_zip"]
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_checksum_of_a_truncated_member_is_a_member_error(archives, tmp_path):
+    data = archives["dota_tar"].read_bytes()
+    members = [m for m in list_source(archives["dota_tar"]).members if m.is_image]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: members[0].offset + 100])
+    member = dataclasses.replace(members[0], source=str(cut))  # listed before the cut
+    with pytest.raises(MemberError, match="truncated"), MemberReader() as reader:
+        reader.read(member)

@@ -16,10 +16,10 @@ import torch
 from rasterio.windows import Window, from_bounds
 
 from ltchm.codec import load_checkpoint, save_checkpoint
-from ltchm.codec.scene_container import SceneReader
 from ltchm.config import ScenesConfig
 from ltchm.quickfit import quick_fit
 from ltchm.zoo import get_model
+from pipeline.scenes.container import SceneReader
 from pipeline.scenes.decompress import bbox_window, main
 from pipeline.scenes.encode import encode_scene
 from pipeline.scenes.mosaic import SceneDecoder

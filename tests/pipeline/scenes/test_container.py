@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from ltchm.codec.container import ContainerError
-from ltchm.codec.scene_container import (
+from pipeline.scenes.container import (
     MAGIC,
     MappingInfo,
     MaskInfo,
