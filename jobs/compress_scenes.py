@@ -123,6 +123,9 @@ def compress_scenes(
     t_start = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     scenes, bad = list_scenes(inputs)
+    if not scenes:  # before loading a model (seconds) or starting Ray
+        why = "; ".join(r if n in r else f"{n}: {r}" for n, r in bad[:3])
+        raise ValueError(f"no scene to compress: {why or 'no raster in the inputs'}")
     # The driver loads the model once: a bad SPEC fails here, before any cluster work, and the
     # local store gets a copy so that 'ltchm decompress-scene' needs no --model.
     driver_model = load_model(model, config, device)

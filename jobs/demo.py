@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ltchm.config import LAMBDAS
-from ltchm.imageio import list_images
 from ltchm.paths import REPO_ROOT, SAMPLES, dev_data
 
 __all__ = ["demo", "main"]
@@ -64,6 +63,7 @@ def _sources() -> dict[str, Any]:
 
 
 def _archives(src: dict[str, Any], root: Path) -> list[Path]:
+    from ltchm.imageio import list_images
     from pipeline.sample_archives import make_dota_part, make_gaofen_folder, make_ucmerced_zip
 
     root.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def evaluate(
     from ltchm.evaluation.codecs import build_classical
     from ltchm.evaluation.complexity import complexity_table
     from ltchm.evaluation.data import open_images
-    from ltchm.evaluation.metrics import alexnet_weights_path
+    from ltchm.evaluation.metrics import LpipsWeightsError, alexnet_weights_path
     from ltchm.evaluation.report import write_report
     from ltchm.evaluation.runner import evaluate as run_codecs
 
@@ -159,7 +159,20 @@ def evaluate(
     if not coders:
         raise ValueError("nothing to evaluate: no --codecs and no --models")
     source = open_images(str(data), max_images, drop_alpha=drop_alpha)
-    lpips_path = alexnet_weights_path(ev.lpips_weights) if use_lpips else None
+    lpips_path = None
+    lpips_missing = None
+    if use_lpips:
+        try:
+            lpips_path = alexnet_weights_path(ev.lpips_weights)
+        except LpipsWeightsError as exc:
+            if ev.lpips_weights is not None:
+                raise  # a file the user named: their mistake to hear about
+            # no weights anywhere (they cannot be downloaded at run time): LPIPS is n/a
+            use_lpips, lpips_missing = False, str(exc)
+            print(
+                "ltchm evaluate: notice: LPIPS reported as n/a, no AlexNet weights here "
+                "(pass --lpips-weights FILE to compute it; --no-lpips to silence this)"
+            )
 
     print(f"ltchm evaluate: {source.description}; codecs: {', '.join(c.name for c in coders)}")
     t0 = time.perf_counter()
@@ -199,7 +212,9 @@ def evaluate(
             "avif qualities use libavif >= 1.0's quality -> quantizer mapping, pinned with "
             "avifenc 0.11's --min/--max."
         )
-    if not use_lpips:
+    if lpips_missing:
+        notes.append(f"LPIPS n/a: {lpips_missing}")
+    elif not use_lpips:
         notes.append("LPIPS not computed (--no-lpips / evaluate.lpips: false).")
     summary: dict[str, Any] = {
         "title": f"{Path(str(data).rstrip('/')).name} ({n_images} images)",
@@ -287,12 +302,12 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     """``ltchm evaluate``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
     from ltchm.evaluation.codecs import CodecError
     from ltchm.evaluation.metrics import LpipsWeightsError
     from ltchm.imageio import ImageFormatError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         print("ltchm evaluate: error: --max-images must be >= 1", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ bottleneck) are missing from its totals. We print three counts:
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ltchm.layers import DAM, GCA, HPHAM, HybridAttentionStage, IDConv, WindowAttention
 from ltchm.models.ltchm import LTCHM
-from ltchm.zoo import get_model, list_models
+from ltchm.zoo import get_model
 
-__all__ = ["Complexity", "main", "measure", "report"]
+__all__ = ["Complexity", "measure", "report"]
 
 # The paper's figures (Tables 4, 5, 6), all at N=128 except DAM (8x192x128x128).
 PAPER_PARAMS_M = {
@@ -271,17 +270,3 @@ def report(name: str = "ltchm", N: int = 128, ablations: bool = True) -> str:
     model, c = measured[name]
     out += [f"  - {line}" for line in explain(model, c, name)]
     return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``ltchm complexity``"""
-    parser = argparse.ArgumentParser(
-        prog="ltchm complexity",
-        description="Parameters, thop MACs and FLOPs beside the paper's Tables 4-6.",
-    )
-    parser.add_argument("--model", default="ltchm", choices=list_models())
-    parser.add_argument("--N", type=int, default=128, help="channels (the paper reports N=128)")
-    parser.add_argument("--no-ablations", action="store_true", help="skip the Table 4 variants")
-    args = parser.parse_args(argv)
-    print(report(args.model, args.N, ablations=not args.no_ablations))
-    return 0

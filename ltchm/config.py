@@ -332,7 +332,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -385,7 +388,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             lines.append(f"{key}: unknown key")
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-    return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
+    return f"{source}: invalid configuration: " + "; ".join(lines)
 
 
 def _to_tuples(data: Any) -> Any:

@@ -61,6 +61,13 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
         raise
     except Exception as exc:
         raise ImageFormatError(f"{path}: not a readable image ({exc})") from None
+    bits = _bits_per_sample(img, path)
+    if bits > 8:
+        # Pillow reads 48-bit RGB TIFF/PNG as "RGB", keeping only the top 8 bits of each pixel
+        raise ImageFormatError(
+            f"{path}: {bits}-bit image; the image codec takes 8-bit RGB and would drop the low "
+            f"{bits - 8} bits. Use 'ltchm compress-scenes', which keeps any bit depth."
+        )
     mode = img.mode
     if mode == "RGBA" and drop_alpha:
         img = img.convert("RGB")
@@ -77,6 +84,36 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
         )
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+_GEO_TAGS = (33550, 33922, 34264, 34735)  # GeoTIFF pixel scale, tie points, matrix, keys
+
+
+def _bits_per_sample(img: Image.Image, path: Path) -> int:
+    """The file's bits per sample where Pillow hides them (TIFF tags, the PNG header)."""
+    if img.format == "TIFF":
+        tag = getattr(img, "tag_v2", {}).get(258, 8)
+        return max(tag) if isinstance(tag, tuple) else int(tag)
+    if img.format == "PNG":
+        with open(path, "rb") as f:
+            header = f.read(25)
+        return header[24] if len(header) == 25 else 8
+    return 16 if img.mode.startswith("I;16") else 8
+
+
+def is_georeferenced(path: str | Path) -> bool:
+    """True for a GeoTIFF or an image with a world file / GDAL sidecar beside it."""
+    path = Path(path)
+    sidecars = (".tfw", ".tifw", ".pgw", ".jgw", ".wld")
+    if any(path.with_suffix(s).exists() for s in sidecars):
+        return True
+    if Path(f"{path}.aux.xml").exists():
+        return True
+    try:
+        with Image.open(path) as img:
+            return img.format == "TIFF" and any(t in img.tag_v2 for t in _GEO_TAGS)  # type: ignore[attr-defined]
+    except Exception:
+        return False
 
 
 def to_uint8(x: Tensor) -> Image8:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ltchm.config import ModelConfig
-from ltchm.models import CodingModel
-from ltchm.models.ltchm import LTCHM, Variant
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ltchm.models import CodingModel
 
 __all__ = ["describe", "get_model", "list_models", "model_from_config"]
 
@@ -24,15 +25,17 @@ __all__ = ["describe", "get_model", "list_models", "model_from_config"]
 class _Entry:
     build: Callable[..., nn.Module]
     description: str
+    family: str = "ltchm"  # "ltchm": an LTCHM variant, its keys those of LTCHM's constructor
 
 
-def _ltchm(variant: Variant) -> Callable[..., nn.Module]:
+# The registry names its models without importing them (torch, CompressAI): listing them and
+# every command's --help stay instant; a model's code loads when one is built.
+def _ltchm(dam: bool = True, hpham: bool = True, gca: bool = True) -> Callable[..., nn.Module]:
     def build(**cfg: Any) -> nn.Module:
-        return LTCHM(variant=variant, **cfg)
+        from ltchm.models.ltchm import LTCHM, Variant
 
-    build.__signature__ = inspect.signature(LTCHM).replace(  # type: ignore[attr-defined]
-        parameters=[p for n, p in inspect.signature(LTCHM).parameters.items() if n != "variant"]
-    )
+        return LTCHM(variant=Variant(dam=dam, hpham=hpham, gca=gca), **cfg)
+
     return build
 
 
@@ -47,21 +50,21 @@ def _compressai(cls_name: str) -> Callable[..., nn.Module]:
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "ltchm": _Entry(
-        _ltchm(Variant()), "LTCHM: DAM + HPHAM with GCA (Table 4: baseline+DAM+HPHAM w/ GCA)"
-    ),
+    "ltchm": _Entry(_ltchm(), "LTCHM: DAM + HPHAM with GCA (Table 4: baseline+DAM+HPHAM w/ GCA)"),
     "ltchm-baseline": _Entry(
-        _ltchm(Variant(dam=False, hpham=False, gca=False)), "Cheng2020-style, no attention"
+        _ltchm(dam=False, hpham=False, gca=False), "Cheng2020-style, no attention"
     ),
-    "ltchm-dam": _Entry(_ltchm(Variant(dam=True, hpham=False, gca=False)), "baseline + DAM"),
-    "ltchm-hpham": _Entry(
-        _ltchm(Variant(dam=False, hpham=True, gca=True)), "baseline + HPHAM (w/ GCA)"
-    ),
+    "ltchm-dam": _Entry(_ltchm(dam=True, hpham=False, gca=False), "baseline + DAM"),
+    "ltchm-hpham": _Entry(_ltchm(dam=False, hpham=True, gca=True), "baseline + HPHAM (w/ GCA)"),
     "ltchm-hpham-nogca": _Entry(
-        _ltchm(Variant(dam=False, hpham=True, gca=False)), "baseline + HPHAM (w/o GCA)"
+        _ltchm(dam=False, hpham=True, gca=False), "baseline + HPHAM (w/o GCA)"
     ),
-    "cheng2020-attn": _Entry(_compressai("Cheng2020Attention"), "CompressAI Cheng2020 (attention)"),
-    "cheng2020-anchor": _Entry(_compressai("Cheng2020Anchor"), "CompressAI Cheng2020 (anchor)"),
+    "cheng2020-attn": _Entry(
+        _compressai("Cheng2020Attention"), "CompressAI Cheng2020 (attention)", "compressai"
+    ),
+    "cheng2020-anchor": _Entry(
+        _compressai("Cheng2020Anchor"), "CompressAI Cheng2020 (anchor)", "compressai"
+    ),
 }
 
 
@@ -83,7 +86,12 @@ def _entry(name: str) -> _Entry:
 
 def accepted_keys(name: str) -> list[str]:
     """The configuration keys model ``name`` takes."""
-    return list(inspect.signature(_entry(name).build).parameters)
+    entry = _entry(name)
+    if entry.family == "ltchm":
+        from ltchm.models.ltchm import LTCHM
+
+        return [p for p in inspect.signature(LTCHM).parameters if p != "variant"]
+    return list(inspect.signature(entry.build).parameters)
 
 
 def get_model(name: str, **cfg: Any) -> CodingModel:

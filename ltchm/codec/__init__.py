@@ -1,10 +1,16 @@
 """The image codec: checkpoints, model specs, the ``.ltc`` container and ``ImageCodec``."""
 
-from ltchm.codec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ltchm.codec.container import ContainerError
-from ltchm.codec.identity import ModelIdentity, identity_of, weights_hash
-from ltchm.codec.image import ImageCodec, ModelMismatchError, bits_per_pixel
-from ltchm.codec.spec import load_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ltchm.codec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from ltchm.codec.container import ContainerError
+    from ltchm.codec.identity import ModelIdentity, identity_of, weights_hash
+    from ltchm.codec.image import ImageCodec, ModelMismatchError, bits_per_pixel
+    from ltchm.codec.spec import load_model
 
 __all__ = [
     "CheckpointError",
@@ -19,3 +25,25 @@ __all__ = [
     "save_checkpoint",
     "weights_hash",
 ]
+
+# Loaded on first use (PEP 562): importing a light submodule (the CLI's parsers, the
+# container format) must not load torch, so that every command's --help is instant.
+_HOME = {
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ContainerError": "container",
+    "ModelIdentity": "identity",
+    "identity_of": "identity",
+    "weights_hash": "identity",
+    "ImageCodec": "image",
+    "ModelMismatchError": "image",
+    "bits_per_pixel": "image",
+    "load_model": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"ltchm.codec.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'ltchm.codec' has no attribute {name!r}")

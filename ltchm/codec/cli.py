@@ -8,19 +8,16 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ltchm.atomic import atomic_write_bytes, atomic_write_text
 from ltchm.cli_options import add_config, add_device, add_model
-from ltchm.codec.container import ContainerError, unpack
-from ltchm.codec.image import ImageCodec, bits_per_pixel
-from ltchm.codec.spec import load_model
-from ltchm.codec.store import find_model, store_dir, store_model
-from ltchm.imageio import list_images, read_image, write_image
-from ltchm.losses import bpp_from_likelihoods
-from ltchm.metrics import ms_ssim, psnr
+
+if TYPE_CHECKING:
+    import torch
+
+    from ltchm.codec.image import ImageCodec
+
+# torch and the codec load after the arguments are parsed: --help and usage errors are instant
 
 __all__ = ["decode_main", "encode_main", "eval_images_main"]
 
@@ -40,7 +37,18 @@ def encode_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-size", type=int, default=1024, help="code larger images in tiles")
     parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
     args = parser.parse_args(argv)
+    from ltchm.atomic import atomic_write_bytes
+    from ltchm.codec.image import ImageCodec, bits_per_pixel
+    from ltchm.codec.spec import load_model
+    from ltchm.codec.store import store_model
+    from ltchm.imageio import is_georeferenced, read_image
+
     x = read_image(args.image, drop_alpha=args.drop_alpha)
+    if is_georeferenced(args.image):
+        print(
+            f"note: {args.image} is georeferenced; an .ltc keeps the pixels only. "
+            "'ltchm compress-scenes' keeps CRS, transform, bands and bit depth."
+        )
     model = load_model(args.model, args.config, args.device)
     codec = ImageCodec(model, tile_size=args.tile_size, device=args.device)
     t0 = time.perf_counter()
@@ -64,6 +72,12 @@ def decode_main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help=".png or .tif")
     _model_args(parser, required=False)
     args = parser.parse_args(argv)
+    from ltchm.codec.container import ContainerError, unpack
+    from ltchm.codec.image import ImageCodec
+    from ltchm.codec.spec import load_model
+    from ltchm.codec.store import find_model, store_dir
+    from ltchm.imageio import write_image
+
     data = args.input.read_bytes()
     try:
         identity = unpack(data).identity
@@ -92,6 +106,10 @@ def decode_main(argv: list[str] | None = None) -> int:
 
 def estimated_bpp(codec: ImageCodec, x: torch.Tensor) -> float:
     """bpp the model's likelihoods predict for ``x`` (padded as the codec pads it)."""
+    import torch
+
+    from ltchm.losses import bpp_from_likelihoods
+
     H, W = x.shape[-2:]
     with torch.no_grad():
         out = codec.model(codec._pad(x.to(codec.device))[None])
@@ -109,6 +127,12 @@ def eval_images_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--drop-alpha", action="store_true")
     args = parser.parse_args(argv)
+    from ltchm.atomic import atomic_write_text
+    from ltchm.codec.image import ImageCodec, bits_per_pixel
+    from ltchm.codec.spec import load_model
+    from ltchm.imageio import list_images, read_image
+    from ltchm.metrics import ms_ssim, psnr
+
     paths = list_images(args.folder)
     if not paths:
         print(f"ltchm eval-images: no images in {args.folder}", file=sys.stderr)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ltchm.config import ModelConfig, config_hash
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["ModelIdentity", "identity_of", "model_config_of", "weights_hash"]
 

@@ -21,7 +21,6 @@ from rasterio.windows import Window
 from ltchm.cli_options import add_config, add_device, add_model, add_progress
 from ltchm.codec.container import ContainerError
 from ltchm.codec.identity import ModelIdentity
-from ltchm.codec.image import ModelMismatchError
 from ltchm.config import ConfigError, load_config
 from pipeline.scenes.container import SceneHeader, SceneReader, header_of
 
@@ -130,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     add_progress(parser)
     args = parser.parse_args(argv)
     prog = "ltchm decompress-scene"
+    from ltchm.codec.image import ModelMismatchError
+
     try:
         if args.info:
             print(json.dumps(header_of(args.input), indent=1))
@@ -158,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except FileNotFoundError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: no such file or folder: {exc.filename or exc}", file=sys.stderr)
         return 1
     except (ContainerError, ModelMismatchError, ConfigError, LookupError, ValueError) as exc:
-        print(f"{prog}: error: {args.input}: {exc}", file=sys.stderr)
+        text = str(exc)
+        prefix = "" if str(args.input) in text else f"{args.input}: "
+        print(f"{prog}: error: {prefix}{text}", file=sys.stderr)
         return 1
     w = done["window"]
     print(

@@ -8,10 +8,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltchm.atomic import atomic_write_text
-from pipeline.scenes.verify import BandErrors, psnr_db
+
+if TYPE_CHECKING:
+    from pipeline.scenes.verify import BandErrors
 
 __all__ = [
     "REPORT_FIELDS",
@@ -50,6 +52,8 @@ def failed_row(name: str, reason: str, seconds: float | None = None) -> dict[str
 
 def psnr_fields(errors: BandErrors, dtype: str) -> dict[str, Any]:
     """The PSNR columns of a verified scene: per band, the lowest, and the peaks used."""
+    from pipeline.scenes.verify import psnr_db
+
     psnr, peaks = psnr_db(errors, dtype)
     finite = [p for p in psnr if p is not None]
     return {

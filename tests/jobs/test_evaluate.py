@@ -81,7 +81,7 @@ def test_end_to_end_with_mlflow(tmp_path: Path, data: Path, weights: Path, monke
     assert {"bd.md", "bd.csv", "rd.csv", "points.json", "rd_lpips.svg", "report.md"} <= artifacts
 
 
-def test_shards_without_lpips_or_mlflow(tmp_path: Path, ucm_dir: Path, monkeypatch) -> None:
+def test_shards_without_lpips_or_mlflow(tmp_path: Path, ucm_dir: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -93,10 +93,16 @@ def test_shards_without_lpips_or_mlflow(tmp_path: Path, ucm_dir: Path, monkeypat
     out = tmp_path / "out"
     argv = ["evaluate", "--data", str(shards), "--codecs", "jpeg", "--out", str(out), "--quiet"]
     argv += ["--no-mlflow", "--no-complexity", "--workers", "1", "--max-images", "1"]
-    # No AlexNet weights anywhere: a clear refusal, not random-weight LPIPS.
-    assert cli(argv) == 1
+    # A weights file the user names must be there: a clear refusal, nothing written.
+    assert cli([*argv, "--lpips-weights", str(tmp_path / "nope.pth")]) == 1
+    assert "AlexNet weights file not found" in capsys.readouterr().err
     assert not out.exists()
+    # No AlexNet weights anywhere: LPIPS is n/a with one notice, never random-weight LPIPS.
+    assert cli(argv) == 0
+    assert capsys.readouterr().out.count("LPIPS reported as n/a") == 1
+    assert "LPIPS n/a" in (out / "report.md").read_text()
     assert cli([*argv, "--no-lpips"]) == 0
+    assert "LPIPS reported as n/a" not in capsys.readouterr().out
     with open(out / "points.csv") as f:
         points = list(csv.DictReader(f))
     assert [p["image"] for p in points] == ["airplane00"] * 6

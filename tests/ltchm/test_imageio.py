@@ -43,3 +43,28 @@ def test_unreadable(tmp_path: Path) -> None:
     (tmp_path / "x.png").write_bytes(b"not an image")
     with pytest.raises(ImageFormatError, match="not a readable image"):
         read_image(tmp_path / "x.png")
+
+
+def test_more_than_8_bits_is_refused_not_truncated(scenes_dir: Path, tmp_path: Path) -> None:
+    """Pillow reads 48-bit RGB as 'RGB' with the low bits gone; the codec says so instead."""
+    import rasterio
+
+    with pytest.raises(ImageFormatError, match=r"16-bit image.*compress-scenes"):
+        read_image(scenes_dir / "riocolor_rgb16.tif")
+    arr = np.random.default_rng(0).integers(0, 65535, (3, 16, 16), dtype=np.uint16)
+    profile = {"driver": "PNG", "width": 16, "height": 16, "count": 3, "dtype": "uint16"}
+    with rasterio.open(tmp_path / "deep.png", "w", **profile) as dst:
+        dst.write(arr)
+    with pytest.raises(ImageFormatError, match="16-bit image"):
+        read_image(tmp_path / "deep.png")
+
+
+def test_georeferenced_inputs_are_recognised(scenes_dir: Path, ucm_dir: Path, tmp_path) -> None:
+    from ltchm.imageio import is_georeferenced
+
+    assert is_georeferenced(scenes_dir / "rasterio_RGB.byte.tif")
+    assert not is_georeferenced(list_images(ucm_dir)[0])
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    assert not is_georeferenced(tmp_path / "a.png")
+    (tmp_path / "a.pgw").write_text("1\n0\n0\n-1\n0\n0\n")  # a world file beside it
+    assert is_georeferenced(tmp_path / "a.png")
