@@ -1,6 +1,7 @@
 """``ltchm compress-scenes``: batch-compress georeferenced scenes into ``.ltcs`` files, on Ray.
 
-    ltchm compress-scenes scenes/ archive.zip one.tif --model models:/ltchm@champion --out out/
+    ltchm compress-scenes scenes/ archive.zip one.tif --out out/ \\
+        --model models:/ltchm-lambda512@champion
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python -m jobs.compress_scenes /data/scenes --model /data/ltchm.pt --out /data/ltcs
 
@@ -16,8 +17,10 @@ Without ``--address`` or ``RAY_ADDRESS`` a local Ray is started; under ``ray job
 the job joins that cluster (inputs and ``--out`` must be on storage every node sees).
 Re-running resumes: a scene whose source checksum, model and settings match its record and
 whose output is intact is skipped. One bad scene is reported and never stops the batch.
-Output: ``<out>/<input name>/<path>.ltcs``, ``report.csv`` and ``report.json``, and
-``.compress_scenes/`` (one record per finished scene). Exit status 1 if any scene failed.
+Output: ``<out>/<name>.ltcs`` for a GeoTIFF given as a file, ``<out>/<folder or archive
+name>/<path inside it>.ltcs`` for the scenes of a folder or archive; ``report.csv``,
+``report.json`` and ``.compress_scenes/`` (one record per finished scene). Exit status 1 if
+any scene failed.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from typing import Any, cast
 
 from jobs.output_lock import OutputDirError, locked_output
 from jobs.ray_cluster import ray_session
-from ltchm.cli_options import add_address, add_config, add_device, add_model, add_progress
+from ltchm.cli_options import (
+    add_address,
+    add_config,
+    add_device,
+    add_model,
+    add_progress,
+    add_tracking_uri,
+)
 from ltchm.config import ConfigError, ScenesConfig, load_config
 from pipeline.scenes.inputs import Scene, list_scenes
 from pipeline.scenes.report import CompressResult, failed_row, summary, write_report
@@ -102,6 +112,7 @@ def compress_scenes(
     address: str | None = None,
     use_ray: bool = True,
     progress: bool = True,
+    tracking_uri: str | None = None,
 ) -> CompressResult:
     """Compress every scene of ``inputs`` into ``out_dir``; see the module docstring.
 
@@ -109,6 +120,7 @@ def compress_scenes(
         model: a model SPEC (checkpoint, ``models:/name@alias``, registry name).
         config: config file for a registry-name SPEC (its ``model`` section).
         use_ray: False runs everything in this process (debugging, the benchmark baseline).
+        tracking_uri: the MLflow store of a ``models:/`` SPEC.
 
     Raises:
         OutputDirError: another job holds ``out_dir``. ValueError / ConfigError: bad model.
@@ -128,7 +140,11 @@ def compress_scenes(
         raise ValueError(f"no scene to compress: {why or 'no raster in the inputs'}")
     # The driver loads the model once: a bad SPEC fails here, before any cluster work, and the
     # local store gets a copy so that 'ltchm decompress-scene' needs no --model.
-    driver_model = load_model(model, config, device)
+    if tracking_uri is not None:  # the workers resolve the SPEC in the same store
+        from ltchm.tracking import resolve_tracking_uri
+
+        tracking_uri = resolve_tracking_uri(tracking_uri)
+    driver_model = load_model(model, config, device, tracking_uri)
     driver_coder = TileCoder(driver_model, device)
     weights = driver_coder.identity.weights_hash
     store_model(driver_coder.model, weights)
@@ -139,7 +155,9 @@ def compress_scenes(
         records = {i: load_record(out_dir, s, fp) for i, s in enumerate(scenes)}
         with contextlib.ExitStack() as stack:
             if use_ray:
-                pool: Pool = stack.enter_context(_pool_ray(model, config, device, cfg, address))
+                pool: Pool = stack.enter_context(
+                    _pool_ray(model, config, device, cfg, address, tracking_uri)
+                )
                 hashes = _actor_hashes(cast(RayPool, pool))
                 if any(h != weights for h in hashes):
                     raise ValueError(
@@ -167,7 +185,12 @@ def compress_scenes(
 
 @contextlib.contextmanager
 def _pool_ray(
-    model: str, config: str | Path | None, device: str, cfg: ScenesConfig, address: str | None
+    model: str,
+    config: str | Path | None,
+    device: str,
+    cfg: ScenesConfig,
+    address: str | None,
+    tracking_uri: str | None,
 ) -> Iterator[RayPool]:
     import ray
 
@@ -181,7 +204,9 @@ def _pool_ray(
             num_cpus=cfg.cpus_per_worker, num_gpus=gpus, max_restarts=-1, max_task_retries=0
         )
         actors = [
-            actor_cls.remote(model, config, device, cfg.cpus_per_worker, cfg.model_dump_json())
+            actor_cls.remote(
+                model, config, device, cfg.cpus_per_worker, cfg.model_dump_json(), tracking_uri
+            )
             for _ in range(workers)
         ]
         try:
@@ -227,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-worker", type=int, default=None)
     parser.add_argument("--no-verify", action="store_true", help="skip the decode + PSNR pass")
     add_address(parser)
+    add_tracking_uri(parser)
     parser.add_argument("--local", action="store_true", help="no Ray: run in this process")
     add_progress(parser)
     args = parser.parse_args(argv)
@@ -253,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             address=args.address,
             use_ray=not args.local,
             progress=not args.no_progress,
+            tracking_uri=args.tracking_uri,
         )
     except (ConfigError, OutputDirError, ValueError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ when the cluster has the CPUs/GPUs for several, one after another otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.training.dsconfig import deepspeed_config
-from ltchm.cli_options import add_address, add_config, add_tracking_uri
+from ltchm.cli_options import add_address, add_config, add_progress, add_tracking_uri
 from ltchm.config import LAMBDAS, Config, ConfigError, dump_config, load_config
 from ltchm.paths import REPO_ROOT
 
@@ -346,6 +347,7 @@ def train(
     max_failures: int = 3,
     verbose: bool = False,
     t_launch: float | None = None,
+    progress: bool = True,
 ) -> list[RunOutcome]:
     """Train each config (a rate point) on Ray; return their outcomes.
 
@@ -354,7 +356,8 @@ def train(
         shards: the output folder of ``ltchm preprocess``.
         address: the Ray cluster; default ``$RAY_ADDRESS``, else a private local Ray.
         max_failures: worker-group restarts allowed per rate point.
-        verbose: show the workers' logs.
+        verbose: show the workers' logs and the libraries' notices (Ray, MLflow).
+        progress: a live line per rate point (step, loss, bpp, val PSNR, s/step, ETA).
         t_launch: when the command started (epoch seconds), to log the time to the first
             step.
     """
@@ -367,6 +370,8 @@ def train(
     base = configs[0]
     client = mlflow.MlflowClient(uri)
 
+    if not verbose:
+        _quiet_libraries()
     if not ray.is_initialized():
         # "local" always starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
         # KubeRay) must be read here: only None/"auto" make ray.init read it itself
@@ -390,10 +395,26 @@ def train(
             client.set_terminated(rid, "FAILED")
             return RunOutcome(cfg.loss.lmbda, rid, "failed", f"{type(exc).__name__}: {exc}")
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    from jobs.training.progress import ProgressWatcher, RatePoint
+
+    points = [RatePoint(cfg.loss.lmbda, rid, cfg.train.steps) for cfg, rid in runs]
+    watcher = ProgressWatcher(uri, points) if progress else contextlib.nullcontext()
+    with watcher, ThreadPoolExecutor(max_workers=parallel) as pool:
         outcomes = list(pool.map(one, runs))
     close_plan(plan, outcomes)
     return outcomes
+
+
+def _quiet_libraries() -> None:
+    """Keep notices meant for library developers out of the user's terminal: Ray's token and
+    dashboard lines, MLflow's database set-up and model-signature warnings (``--verbose``
+    shows them)."""
+    import logging
+    import warnings
+
+    for name in ("ray", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
 
 
 def configs_from_args(args: argparse.Namespace) -> list[Config]:
@@ -456,7 +477,12 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
     else:
         add_address(p)
         p.add_argument("--max-failures", type=int, default=3, help="worker-group restarts allowed")
-        p.add_argument("--verbose", action="store_true", help="show the workers' logs")
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show the workers' logs and Ray's, MLflow's and DeepSpeed's notices",
+        )
+        add_progress(p)
     return p
 
 
@@ -472,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures,
             verbose=args.verbose,
             t_launch=_process_start(),
+            progress=not args.no_progress,
         )
     except (ConfigError, FileNotFoundError, TrackingError, ValueError) as exc:
         print(f"ltchm train: {exc}", file=sys.stderr)

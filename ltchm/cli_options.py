@@ -34,6 +34,7 @@ def add_model(
 
 def add_config(parser: argparse.ArgumentParser, *, help: str, repeatable: bool = False) -> None:
     """``--config FILE``: a YAML config (later files override earlier ones when repeatable)."""
+    help = f"{help}; a file, or a shipped config by name (lambda_512, cpu, demo)"
     if repeatable:
         parser.add_argument(
             "--config", type=Path, action="append", metavar="FILE", help=f"{help} (repeatable)"

@@ -408,6 +408,22 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
         raise ConfigError(_format_errors(exc, source)) from None
 
 
+def config_path(name: str | Path) -> Path:
+    """A config file by path, or a shipped one by name from any folder (``lambda_512``,
+    ``cpu``, ``configs/demo.yaml``): the path if it exists, else the repository's
+    ``configs/`` entry of that name."""
+    from ltchm.paths import REPO_ROOT
+
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    shipped = REPO_ROOT / "configs"
+    for candidate in (shipped / path.name, shipped / f"{path.name}.yaml"):
+        if path.parent in (Path(), Path("configs")) and candidate.is_file():
+            return candidate
+    return path
+
+
 def load_config(
     paths: str | Path | Iterable[str | Path] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -425,7 +441,7 @@ def load_config(
     merged: dict[str, Any] = {}
     names = []
     for p in paths:
-        merged = _deep_merge(merged, _resolve(Path(p)))
+        merged = _deep_merge(merged, _resolve(config_path(p)))
         names.append(str(p))
     for dotted, value in (overrides or {}).items():
         if value is not None:

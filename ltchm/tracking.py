@@ -23,6 +23,7 @@ __all__ = [
     "download_checkpoint",
     "ensure_experiment",
     "resolve_tracking_uri",
+    "tracking_uri_flag",
     "using_tracking_uri",
 ]
 
@@ -113,13 +114,47 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
+@contextmanager
+def tracking_uri_flag(uri: str | None) -> Iterator[None]:
+    """A command's ``--tracking-uri`` for the duration of the command (and the processes it
+    starts, Ray's workers included): ``$MLFLOW_TRACKING_URI`` set, then restored."""
+    if uri is None:
+        yield
+        return
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 def download_checkpoint(model_uri: str, tracking_uri: str | None = None) -> Path:
     """The codec checkpoint of an MLflow model (``models:/name@alias``, ``runs:/...``),
-    downloaded from the store :func:`resolve_tracking_uri` names."""
-    import mlflow
+    downloaded from the store :func:`resolve_tracking_uri` names.
 
-    with using_tracking_uri(resolve_tracking_uri(tracking_uri)):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    Raises:
+        LookupError: no store there (reading never creates one), or no such model, version
+            or alias in it; the message names the store.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise LookupError(
+            f"{model_uri}: there is no MLflow store at {uri[len('sqlite:///') :]}; name the "
+            "one 'ltchm train' registered into with --tracking-uri (or $MLFLOW_TRACKING_URI)"
+        )
+    try:
+        with using_tracking_uri(uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LookupError(f"{model_uri}: {first} (MLflow store {uri})") from None
     if local.is_file():
         return local
     candidates = sorted(local.rglob("*.pt"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import torch
@@ -35,7 +37,9 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     # a DeepSpeed file of tensors and plain Python values, written by this job
     saved = torch.load(module_file, map_location="cpu", weights_only=False)
     state = dict(saved.get("module") or {})
-    state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag))
+    # zero_to_fp32 prints its progress ("Processing zero checkpoint ..."): not the user's
+    with contextlib.redirect_stdout(io.StringIO()):
+        state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag))
     if not state:
         raise ValueError(f"{ckpt_dir}: the checkpoint holds no weights")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}

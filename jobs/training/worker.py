@@ -226,6 +226,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
             now = time.perf_counter()
             metrics["seconds_per_step"] = (now - t_last) / (step - step_last)
             t_last, step_last = now, step
+            metrics["step"] = step  # the driver's progress line reads the latest values
             if step == 1 and loop.get("t_launch"):
                 metrics["time_to_first_step_s"] = time.time() - float(loop["t_launch"])
             logger.log(metrics, step)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ltchm.cli_options import add_config, add_device, add_model
+from ltchm.cli_options import add_config, add_device, add_model, add_tracking_uri
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +26,7 @@ def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     add_model(parser, required=required)
     add_config(parser, help="config file for a registry name (model, lambda)")
     add_device(parser)
+    add_tracking_uri(parser)
 
 
 def encode_main(argv: list[str] | None = None) -> int:
@@ -49,7 +50,7 @@ def encode_main(argv: list[str] | None = None) -> int:
             f"note: {args.image} is georeferenced; an .ltc keeps the pixels only. "
             "'ltchm compress-scenes' keeps CRS, transform, bands and bit depth."
         )
-    model = load_model(args.model, args.config, args.device)
+    model = load_model(args.model, args.config, args.device, args.tracking_uri)
     codec = ImageCodec(model, tile_size=args.tile_size, device=args.device)
     t0 = time.perf_counter()
     data = codec.encode(x)
@@ -85,7 +86,7 @@ def decode_main(argv: list[str] | None = None) -> int:
         print(f"ltchm decode: {args.input}: {exc}", file=sys.stderr)
         return 1
     if args.model:
-        model = load_model(args.model, args.config, args.device)
+        model = load_model(args.model, args.config, args.device, args.tracking_uri)
     else:
         model = find_model(identity)
         if model is None:
@@ -137,7 +138,9 @@ def eval_images_main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"ltchm eval-images: no images in {args.folder}", file=sys.stderr)
         return 1
-    codec = ImageCodec(load_model(args.model, args.config, args.device), device=args.device)
+    codec = ImageCodec(
+        load_model(args.model, args.config, args.device, args.tracking_uri), device=args.device
+    )
     rows = []
     header = (
         f"{'image':<28} {'size':>9} {'bytes':>8} {'bpp':>7} {'est.bpp':>8} {'PSNR':>7} "

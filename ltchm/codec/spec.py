@@ -18,7 +18,10 @@ INIT_SEED = 0  # registry models built from a config get reproducible initial we
 
 
 def load_model(
-    spec: str, config: str | Path | None = None, device: str | torch.device = "cpu"
+    spec: str,
+    config: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    tracking_uri: str | None = None,
 ) -> CodingModel:
     """A model ready to code.
 
@@ -28,13 +31,15 @@ def load_model(
             name (see ``ltchm list-models``) whose config comes from ``config`` (untrained,
             reproducibly initialised weights).
         config: a config file for a registry name (its ``model`` and ``loss.lmbda``).
+        tracking_uri: the MLflow store of ``models:/`` specs (default: see
+            :func:`ltchm.tracking.resolve_tracking_uri`).
     """
     from ltchm.zoo import list_models, model_from_config
 
     if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         from ltchm.tracking import download_checkpoint
 
-        return load_checkpoint(download_checkpoint(spec), map_location=device)
+        return load_checkpoint(download_checkpoint(spec, tracking_uri), map_location=device)
     if spec.startswith(PREFIX):
         return load_checkpoint(pretrained_path(spec), map_location=device)
     path = Path(spec)

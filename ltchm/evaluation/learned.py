@@ -32,7 +32,7 @@ class ModelSpec:
 
 def parse_model_spec(text: str) -> ModelSpec:
     """``ltchm-mse=runs/l512/ckpt.pt`` or ``ltchm,config=configs/lambda_512.yaml`` or
-    ``models:/ltchm@lambda_512``: an optional curve name, the spec, an optional config."""
+    ``models:/ltchm-lambda512@champion``: an optional curve name, the spec, an optional config."""
     curve = "ltchm"
     head, _, rest = text.partition(",config=")
     # "models:/..." and paths never contain "=" before their first "/" or ":", names do not.

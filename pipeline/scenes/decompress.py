@@ -18,7 +18,13 @@ from typing import Literal
 from affine import Affine
 from rasterio.windows import Window
 
-from ltchm.cli_options import add_config, add_device, add_model, add_progress
+from ltchm.cli_options import (
+    add_config,
+    add_device,
+    add_model,
+    add_progress,
+    add_tracking_uri,
+)
 from ltchm.codec.container import ContainerError
 from ltchm.codec.identity import ModelIdentity
 from ltchm.config import ConfigError, load_config
@@ -52,13 +58,19 @@ def bbox_window(header: SceneHeader, bbox: tuple[float, float, float, float]) ->
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def find_scene_model(header: SceneHeader, spec: str | None, config: str | Path | None, device: str):
+def find_scene_model(
+    header: SceneHeader,
+    spec: str | None,
+    config: str | Path | None,
+    device: str,
+    tracking_uri: str | None = None,
+):
     """The model to decode with: ``spec`` if given, else the local store's copy."""
     from ltchm.codec.spec import load_model
     from ltchm.codec.store import find_model, store_dir
 
     if spec:
-        return load_model(spec, config, device)
+        return load_model(spec, config, device, tracking_uri)
     m = header.model
     identity = ModelIdentity(m.name, float("nan"), m.config_hash, m.weights_hash)
     model = find_model(identity)
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model(parser, required=False, help="default: the local model store's copy")
     add_config(parser, help="YAML: model config for a registry name; scenes section")
     add_device(parser)
+    add_tracking_uri(parser)
     parser.add_argument("--format", choices=("cog", "gtiff"), default=None, help="default: cog")
     parser.add_argument("--compress", choices=("zstd", "deflate"), default=None)
     parser.add_argument("--info", action="store_true", help="print the file's header and exit")
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             window = Window(*args.window)
         elif args.bbox:
             window = bbox_window(header, tuple(args.bbox))
-        model = find_scene_model(header, args.model, args.config, args.device)
+        model = find_scene_model(header, args.model, args.config, args.device, args.tracking_uri)
         t0 = time.perf_counter()
         done = decompress_scene(
             args.input,

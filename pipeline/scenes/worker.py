@@ -67,7 +67,13 @@ class SceneWorker:
     """Holds the model; plans, encodes and verifies pieces of scenes."""
 
     def __init__(
-        self, spec: str, config: str | Path | None, device: str, threads: int, cfg_json: str
+        self,
+        spec: str,
+        config: str | Path | None,
+        device: str,
+        threads: int,
+        cfg_json: str,
+        tracking_uri: str | None = None,
     ) -> None:
         import warnings
 
@@ -81,7 +87,7 @@ class SceneWorker:
         torch.set_num_threads(threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # untrained registry models: once
-            model = load_model(spec, config, device)
+            model = load_model(spec, config, device, tracking_uri)
         self.coder = TileCoder(model, device)
         self.cfg = ScenesConfig.model_validate_json(cfg_json)
 

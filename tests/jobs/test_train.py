@@ -212,3 +212,43 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shards, cap
     snapshot = _registered_checkpoints(tmp_path / "out" / "ray" / "lambda_512")
     assert snapshot and max(c["metrics"]["step"] for c in snapshot) <= int(found[2]) - 1
     assert Path(found[3].rstrip(".,")).is_dir()
+
+
+def test_one_store_from_preprocess_to_decode_in_a_fresh_folder(
+    tmp_path, ucm_dir, monkeypatch, capsys
+) -> None:
+    """The README's sequence with no environment variable: every command finds the store
+    'ltchm train' registered into; a command that only reads never creates one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TRAIN_YAML)
+    argv = ["preprocess", str(ucm_dir), "--out", "shards", "--local", "--no-progress"]
+    argv += ["--tile-size", "128", "--stride", "128", "--split-seed", "3"]
+    assert main(argv) == 0
+    argv = ["train", "--config", "tiny.yaml", "--shards", "shards", "--workers", "1"]
+    assert main([*argv, "--steps", "10", "--out", "runs"]) == 0
+    assert (tmp_path / "mlruns.db").is_file()
+    # the live line of the rate point, fed by the worker's metrics, ends at its last step
+    assert re.search(r"λ 512: step 10/10 \| loss [\d.]+ \| bpp [\d.]+", capsys.readouterr().err)
+    assert main(["promote", "ltchm-lambda512", "1"]) == 0
+    image = str(list_images(ucm_dir)[0])
+    assert main(["encode", image, "a.ltc", "--model", "models:/ltchm-lambda512@champion"]) == 0
+    assert main(["decode", "a.ltc", "a.png"]) == 0
+    assert read_image(tmp_path / "a.png").shape == read_image(image).shape
+    assert not (tmp_path / "mlflow.db").exists()
+    capsys.readouterr()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = "models:/ltchm-lambda512@champion"
+    assert main(["encode", image, "b.ltc", "--model", spec]) == 1
+    assert "no MLflow store" in capsys.readouterr().err
+    assert not any(elsewhere.iterdir())  # reading created nothing
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert main(["encode", image, "b.ltc", "--model", spec, "--tracking-uri", store]) == 0
+    capsys.readouterr()
+    bad = ["--model", "models:/ltchm-lambda512@nope", "--tracking-uri", store]
+    assert main(["encode", image, "c.ltc", *bad]) == 1
+    err = capsys.readouterr().err
+    assert "nope" in err and len(err.strip().splitlines()) == 1, err

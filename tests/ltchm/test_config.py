@@ -79,3 +79,17 @@ def test_extends_cycle(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_shipped_configs_by_name_from_any_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    by_name = load_config("lambda_512")
+    assert by_name.loss.lmbda == 512
+    assert load_config("configs/lambda_512.yaml") == by_name
+    assert (
+        load_config("cpu.yaml").model.N == load_config(REPO_ROOT / "configs" / "cpu.yaml").model.N
+    )
+    (tmp_path / "lambda_512.yaml").write_text("loss:\n  lmbda: 7\n")  # a local file wins
+    assert load_config("lambda_512.yaml").loss.lmbda == 7
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("lambda_999")
