@@ -422,6 +422,7 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
     overrides = {
         "train.steps": args.steps,
         "model.N": args.N,
+        "model.context": args.context,
         "train.workers": getattr(args, "workers", None),
         "train.batch_size": args.batch_size,
         "train.patch_size": args.patch_size,
@@ -455,6 +456,12 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
         )
     p.add_argument("--steps", type=int)
     p.add_argument("--N", type=int, help="channels (overrides the config)")
+    p.add_argument(
+        "--context",
+        choices=("autoregressive", "checkerboard"),
+        help="context model: autoregressive (the paper's, slow to decode on CPU) or "
+        "checkerboard (two passes, decodes several times faster); default: the config's",
+    )
     p.add_argument("--batch-size", type=int, help="global batch (the paper: 8)")
     p.add_argument("--patch-size", type=int)
     p.add_argument("--checkpoint-every", type=int)
