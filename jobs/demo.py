@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -291,9 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)  # the demo's own folder: a rerun starts from scratch
     out.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{out / 'mlruns.db'}"
-    # models:/ URIs (evaluation, scene coding) resolve against the demo's store
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from jobs.training.tracking import using_tracking_uri
 
+    # models:/ URIs (evaluation, scene coding) resolve against the demo's store while it
+    # runs; a caller's own store (a notebook, the test suite) is restored afterwards
+    with using_tracking_uri(uri):
+        return _run(args, out, uri)
+
+
+def _run(args: argparse.Namespace, out: Path, uri: str) -> int:
     src = _sources()
     print(f"ltchm demo: real imagery from the {src['origin']} data; outputs in {out}")
     stages = Stages(6)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import mlflow
 import rasterio
 from mlflow import MlflowClient
 
@@ -23,9 +25,15 @@ def test_demo_end_to_end(tmp_path: Path, dev_dir: Path, monkeypatch, capsys) -> 
     for name in ("riocolor_rgb16.tif", "rasterio_rgb1.tif"):
         shutil.copy(dev_dir / "scenes" / name, dev / "scenes")
     monkeypatch.setenv("LTCHM_DEV_DATA", str(dev))
+    caller_store = f"sqlite:///{tmp_path / 'caller.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", caller_store)
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--steps", "2", "--eval-images", "1"]
     assert main(argv) == 0
+    # the demo's store was the process's only while it ran: later models:/ loads in the
+    # same process (a notebook, the rest of this suite) resolve against the caller's
+    assert os.environ["MLFLOW_TRACKING_URI"] == caller_store
+    assert mlflow.get_tracking_uri() == caller_store
     text = capsys.readouterr().out
     assert "Summary" in text and "RD plot" in text and "MLflow store" in text
     # each scene beside JPEG2000 at the same bytes, so no one mistakes the demo's models
