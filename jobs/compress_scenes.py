@@ -127,7 +127,7 @@ def compress_scenes(
     """
     from tqdm.auto import tqdm
 
-    from ltchm.codec.spec import load_model
+    from ltchm.codec.spec import load_model, spec_source
     from ltchm.codec.store import store_model
     from pipeline.scenes.tiles import TileCoder
     from pipeline.scenes.worker import SceneWorker
@@ -145,6 +145,7 @@ def compress_scenes(
 
         tracking_uri = resolve_tracking_uri(tracking_uri)
     driver_model = load_model(model, config, device, tracking_uri)
+    source = spec_source(model, tracking_uri)
     driver_coder = TileCoder(driver_model, device)
     weights = driver_coder.identity.weights_hash
     store_model(driver_coder.model, weights)
@@ -156,7 +157,7 @@ def compress_scenes(
         with contextlib.ExitStack() as stack:
             if use_ray:
                 pool: Pool = stack.enter_context(
-                    _pool_ray(model, config, device, cfg, address, tracking_uri)
+                    _pool_ray(model, config, device, cfg, address, tracking_uri, source)
                 )
                 hashes = _actor_hashes(cast(RayPool, pool))
                 if any(h != weights for h in hashes):
@@ -165,7 +166,7 @@ def compress_scenes(
                         "(a checkpoint that differs between nodes?)"
                     )
             else:
-                pool = LocalPool(SceneWorker.from_coder(driver_coder, cfg))
+                pool = LocalPool(SceneWorker.from_coder(driver_coder, cfg, source))
             bar = stack.enter_context(
                 tqdm(
                     total=0,
@@ -191,6 +192,7 @@ def _pool_ray(
     cfg: ScenesConfig,
     address: str | None,
     tracking_uri: str | None,
+    source: str,
 ) -> Iterator[RayPool]:
     import ray
 
@@ -205,7 +207,13 @@ def _pool_ray(
         )
         actors = [
             actor_cls.remote(
-                model, config, device, cfg.cpus_per_worker, cfg.model_dump_json(), tracking_uri
+                model,
+                config,
+                device,
+                cfg.cpus_per_worker,
+                cfg.model_dump_json(),
+                tracking_uri,
+                source,
             )
             for _ in range(workers)
         ]

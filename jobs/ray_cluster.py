@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,9 @@ def ray_session(address: str | None) -> Iterator[None]:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     # address="local": a bare ray.init() would join any cluster found on this machine.
-    kwargs: dict[str, Any] = {"address": address or "local"}
+    # Ray's notices (token authentication, "Started a local Ray instance") are not the
+    # user's business; errors still show
+    kwargs: dict[str, Any] = {"address": address or "local", "logging_level": logging.ERROR}
     if address is None:
         kwargs["include_dashboard"] = False
     ray.init(**kwargs)

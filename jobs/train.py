@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -376,7 +377,12 @@ def train(
         # "local" always starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
         # KubeRay) must be read here: only None/"auto" make ray.init read it itself
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, log_to_driver=verbose)
+        # Ray's own notices (token authentication, the dashboard's address) only on --verbose
+        ray.init(
+            address=address,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
     storage = out_dir / "ray"
     parallel = _parallel_runs(configs)
     print(
@@ -409,7 +415,6 @@ def _quiet_libraries() -> None:
     """Keep notices meant for library developers out of the user's terminal: Ray's token and
     dashboard lines, MLflow's database set-up and model-signature warnings (``--verbose``
     shows them)."""
-    import logging
     import warnings
 
     for name in ("ray", "mlflow", "alembic"):

@@ -65,3 +65,30 @@ def load_model(
         f"runs:/...), a pretrained set (pretrained:<set>/<λ>) nor a registered model "
         f"({', '.join(list_models())})"
     )
+
+
+def spec_source(spec: str, tracking_uri: str | None = None) -> str:
+    """Where a model SPEC's weights come from, stably, for a compressed file to record:
+    ``models:/name@alias`` as ``models:/name/<version>`` (an alias moves, a version does
+    not) with its store, a checkpoint as its absolute path, a pretrained set as named, a
+    registry name as untrained."""
+    if spec.startswith("models:/"):
+        from ltchm.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(tracking_uri)
+        name, _, alias = spec[len("models:/") :].partition("@")
+        if alias:
+            from mlflow import MlflowClient
+
+            try:
+                version = MlflowClient(uri).get_model_version_by_alias(name, alias).version
+            except Exception:  # recorded as given: the load itself reports a bad alias
+                return f"{spec} ({uri})"
+            return f"models:/{name}/{version} ({uri}; alias {alias} when encoded)"
+        return f"{spec} ({uri})"
+    if spec.startswith(("runs:/", "mlflow-artifacts:/", PREFIX)):
+        return spec
+    path = Path(spec)
+    if path.is_file():
+        return str(path.resolve())
+    return f"{spec} (registry, untrained)"

@@ -103,6 +103,11 @@ class ModelInfo(_Strict):
     lmbda: float | None
     config_hash: str
     weights_hash: str
+    # what decodes the file, for people and for decompress-scene without --model: the
+    # context model, and where the model came from (models:/name/version with the store,
+    # pretrained:<set>/<λ>, a checkpoint's path)
+    context: str | None = None
+    source: str | None = None
 
 
 class SourceInfo(_Strict):

@@ -65,7 +65,9 @@ def find_scene_model(
     device: str,
     tracking_uri: str | None = None,
 ):
-    """The model to decode with: ``spec`` if given, else the local store's copy."""
+    """The model to decode with: ``spec`` if given, else the local store's copy, else the
+    model the file names as its source (a registered version, a pretrained set, a
+    checkpoint still at its path)."""
     from ltchm.codec.spec import load_model
     from ltchm.codec.store import find_model, store_dir
 
@@ -74,12 +76,34 @@ def find_scene_model(
     m = header.model
     identity = ModelIdentity(m.name, float("nan"), m.config_hash, m.weights_hash)
     model = find_model(identity)
-    if model is None:
-        raise LookupError(
-            f"the scene was encoded with {identity.short()}, which is not in the local model "
-            f"store ({store_dir()}); pass --model"
-        )
-    return model
+    if model is not None:
+        return model
+    recorded = _recorded_spec(m.source)
+    if recorded is not None:
+        spec_, store = recorded
+        try:
+            return load_model(spec_, None, device, tracking_uri or store)
+        except Exception as exc:  # noqa: BLE001: said below, with what to do
+            why = f"; its source {m.source} did not load ({exc})"
+    else:
+        why = ""
+    raise LookupError(
+        f"the scene was encoded with {identity.short()}, which is not in the local model "
+        f"store ({store_dir()}){why}; pass --model"
+    )
+
+
+def _recorded_spec(source: str | None) -> tuple[str, str | None] | None:
+    """(spec, tracking URI) of a recorded source that can be loaded again, if any."""
+    if not source:
+        return None
+    spec, _, rest = source.partition(" (")
+    if spec.startswith("models:/"):
+        store = rest.split(";")[0].rstrip(")") or None
+        return spec, store
+    if spec.startswith("pretrained:") or Path(spec).is_file():
+        return spec, None
+    return None
 
 
 def decompress_scene(

@@ -45,6 +45,8 @@ def plan_scene(
     name: str | None = None,
     sha256: str | None = None,
     size: int | None = None,
+    context: str | None = None,
+    source: str | None = None,
 ) -> SceneHeader:
     """The header of ``path`` coded with ``cfg`` by a model of identity ``model``.
 
@@ -52,6 +54,7 @@ def plan_scene(
         path: a file or GDAL path (``/vsizip/...``).
         model: a :class:`~ltchm.codec.ModelIdentity`.
         sha256, size: of the source's bytes, when the caller has them (archive members).
+        context, source: the model's context mode and where it came from (recorded).
     """
     with open_scene(path) as ds:
         fields = describe_scene(ds, cfg.band_groups)
@@ -68,7 +71,7 @@ def plan_scene(
             **fields,
             mapping=MappingInfo(mode="identity"),
             tiling=TilingInfo(tile_size=cfg.tile_size, overlap=cfg.overlap, blend=cfg.blend()),
-            model=model_info(model),
+            model=model_info(model, context=context, source=source),
             source=SourceInfo(
                 name=name or Path(path).name,
                 sha256=sha256 or "",

@@ -43,13 +43,17 @@ class DecodedTile:
     alpha: np.ndarray | None
 
 
-def model_info(identity: ModelIdentity) -> ModelInfo:
+def model_info(
+    identity: ModelIdentity, *, context: str | None = None, source: str | None = None
+) -> ModelInfo:
     lmbda = None if math.isnan(identity.lmbda) else identity.lmbda
     return ModelInfo(
         name=identity.name,
         lmbda=lmbda,
         config_hash=identity.config_hash,
         weights_hash=identity.weights_hash,
+        context=context,
+        source=source,
     )
 
 

@@ -74,6 +74,7 @@ class SceneWorker:
         threads: int,
         cfg_json: str,
         tracking_uri: str | None = None,
+        source: str | None = None,
     ) -> None:
         import warnings
 
@@ -90,12 +91,15 @@ class SceneWorker:
             model = load_model(spec, config, device, tracking_uri)
         self.coder = TileCoder(model, device)
         self.cfg = ScenesConfig.model_validate_json(cfg_json)
+        self.source = source
 
     @classmethod
-    def from_coder(cls, coder: TileCoder, cfg: ScenesConfig) -> SceneWorker:
+    def from_coder(
+        cls, coder: TileCoder, cfg: ScenesConfig, source: str | None = None
+    ) -> SceneWorker:
         """A worker around a loaded model (the in-process pool)."""
         worker = cls.__new__(cls)
-        worker.coder, worker.cfg = coder, cfg
+        worker.coder, worker.cfg, worker.source = coder, cfg, source
         return worker
 
     def weights_hash(self) -> str:
@@ -119,6 +123,8 @@ class SceneWorker:
             name=scene.key,
             sha256=sha,
             size=scene.member.size,
+            context=getattr(self.coder.model, "context", None),
+            source=self.source,
         )
         return {"header": header.model_dump_json(), "seconds": time.perf_counter() - t0}
 

@@ -1,0 +1,60 @@
+"""A ``.ltcs`` names the model that decodes it; ``decompress-scene`` finds it from the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from jobs.compress_scenes import compress_scenes
+from ltchm.codec import save_checkpoint
+from ltchm.config import ScenesConfig
+from ltchm.zoo import get_model
+from pipeline.scenes.decompress import _recorded_spec, main
+
+
+def test_recorded_sources_parse() -> None:
+    assert _recorded_spec(None) is None
+    assert _recorded_spec("ltchm (registry, untrained)") is None
+    spec = "models:/ltchm-lambda512/3 (sqlite:////data/mlruns.db; alias champion when encoded)"
+    assert _recorded_spec(spec) == ("models:/ltchm-lambda512/3", "sqlite:////data/mlruns.db")
+    assert _recorded_spec("pretrained:cpu-2h/512") == ("pretrained:cpu-2h/512", None)
+    assert _recorded_spec("/nowhere/model.pt") is None
+
+
+def test_decoded_from_the_model_the_file_names(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LTCHM_MODEL_STORE", str(tmp_path / "store-1"))
+    torch.manual_seed(0)
+    model = get_model("ltchm-baseline", N=8, context="checkerboard")
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(model, ckpt, lmbda=512)
+    rng = np.random.default_rng(0)
+    profile = {
+        "driver": "GTiff", "height": 90, "width": 100, "count": 3, "dtype": "uint8",
+        "crs": "EPSG:32633", "transform": from_origin(500000, 4600000, 2.0, 2.0),
+    }  # fmt: skip
+    with rasterio.open(tmp_path / "s.tif", "w", **profile) as dst:
+        dst.write(rng.integers(0, 255, (3, 90, 100), dtype=np.uint8))
+    cfg = ScenesConfig(tile_size=64, overlap=8, verify=False)
+    result = compress_scenes([tmp_path / "s.tif"], tmp_path / "out", str(ckpt), cfg,
+                             use_ray=False, progress=False)  # fmt: skip
+    assert not result.failed
+    ltcs = tmp_path / "out" / "s.ltcs"
+
+    assert main([str(ltcs), "--info"]) == 0
+    info = json.loads(capsys.readouterr().out)["model"]
+    assert info["source"] == str(ckpt.resolve()) and info["context"] == "checkerboard"
+    assert info["lmbda"] == 512
+
+    # another machine's store (empty): the file's own record of its model decodes it
+    monkeypatch.setenv("LTCHM_MODEL_STORE", str(tmp_path / "store-2"))
+    assert main([str(ltcs), str(tmp_path / "d.tif"), "--no-progress"]) == 0
+    with rasterio.open(tmp_path / "d.tif") as ds:
+        assert (ds.height, ds.width, ds.count) == (90, 100, 3)
+    ckpt.unlink()  # gone as well: a clear error naming what to do
+    assert main([str(ltcs), str(tmp_path / "e.tif")]) == 1
+    assert "pass --model" in capsys.readouterr().err
