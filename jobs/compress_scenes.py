@@ -42,6 +42,7 @@ from ltchm.cli_options import (
     add_model,
     add_progress,
     add_tracking_uri,
+    config_default,
 )
 from ltchm.config import ConfigError, ScenesConfig, load_config
 from pipeline.scenes.inputs import Scene, list_scenes
@@ -251,13 +252,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     add_config(parser, help="YAML: scenes section; model section for a registry name")
     add_device(parser)
-    parser.add_argument("--tile-size", type=int, default=None)
-    parser.add_argument("--overlap", type=int, default=None)
-    parser.add_argument("--bit-mapping", choices=("scene-linear", "tile-linear"), default=None)
-    parser.add_argument("--bands", default=None, help="band groups, e.g. '3,2,1;4' (1-based)")
-    parser.add_argument("--chunk-tiles", type=int, default=None, help="tiles per task")
-    parser.add_argument("--workers", type=int, default=None, help="Ray workers")
-    parser.add_argument("--cpus-per-worker", type=int, default=None)
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        help=f"tile side in pixels, a multiple of 64 {config_default('scenes.tile_size')}",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        help=f"pixels shared by neighbouring tiles {config_default('scenes.overlap')}",
+    )
+    parser.add_argument(
+        "--bit-mapping",
+        choices=("scene-linear", "tile-linear"),
+        help="how more than 8 bits map to the codec's range: one range per scene or per "
+        f"tile {config_default('scenes.bit_mapping')}",
+    )
+    parser.add_argument(
+        "--bands",
+        help="band groups coded as 3-channel images, e.g. '3,2,1;4' (1-based; default: "
+        "R,G,B by colour interpretation, then the rest in threes)",
+    )
+    parser.add_argument(
+        "--chunk-tiles", type=int, help=f"tiles per task {config_default('scenes.chunk_tiles')}"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="Ray workers (default: the cluster's CPUs / --cpus-per-worker)",
+    )
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        help=f"torch threads per worker {config_default('scenes.cpus_per_worker')}",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the decode + PSNR pass")
     add_address(parser)
     add_tracking_uri(parser)

@@ -32,7 +32,7 @@ from typing import Any, cast
 from jobs.output_lock import OutputDirError, locked_output
 from jobs.ray_cluster import ray_session
 from ltchm.atomic import atomic_write_text
-from ltchm.cli_options import add_address, add_config, add_progress
+from ltchm.cli_options import add_address, add_config, add_progress, config_default
 from ltchm.config import ConfigError, PreprocessConfig, load_config
 from pipeline.archives import LAYOUTS, ArchiveError
 from pipeline.plan import Plan, ShardPlan, config_dict, make_plan
@@ -276,12 +276,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--layout", choices=("auto", *LAYOUTS), default=None, help="default: detected per input"
     )
-    parser.add_argument("--tile-size", type=int, default=None, help="train tile side (256)")
-    parser.add_argument("--stride", type=int, default=None, help="train tile step (256)")
-    parser.add_argument("--shard-max-bytes", type=int, default=None, help="about (256 MiB)")
-    parser.add_argument("--image-format", choices=("png", "webp"), default=None)
-    parser.add_argument("--split-seed", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=None, help="shard tasks in flight")
+    parser.add_argument(
+        "--tile-size", type=int, help=f"train tile side {config_default('preprocess.tile_size')}"
+    )
+    parser.add_argument(
+        "--stride", type=int, help=f"train tile step {config_default('preprocess.stride')}"
+    )
+    parser.add_argument(
+        "--shard-max-bytes",
+        type=int,
+        help=f"shard size, about {config_default('preprocess.shard_max_bytes')}",
+    )
+    parser.add_argument(
+        "--image-format",
+        choices=("png", "webp"),
+        help=f"lossless format of the samples {config_default('preprocess.image_format')}",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        help=f"seed of the train/val/test split by image {config_default('preprocess.split_seed')}",
+    )
+    parser.add_argument(
+        "--workers", type=int, help="shard tasks in flight (default: the cluster's CPUs)"
+    )
     add_address(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace another job's shards")
     add_progress(parser)

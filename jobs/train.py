@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from jobs.training.dsconfig import deepspeed_config
-from ltchm.cli_options import add_address, add_config, add_progress, add_tracking_uri
+from ltchm.cli_options import (
+    add_address,
+    add_config,
+    add_progress,
+    add_tracking_uri,
+    config_default,
+)
 from ltchm.config import LAMBDAS, Config, ConfigError, dump_config, load_config
 from ltchm.paths import REPO_ROOT
 
@@ -457,28 +463,49 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
     )
     if not launcher:
         p.add_argument(
-            "--workers", type=int, help="Ray Train workers (DeepSpeed ranks) per rate point"
+            "--workers",
+            type=int,
+            help=f"Ray Train workers (DeepSpeed ranks) per rate point "
+            f"{config_default('train.workers')}",
         )
-    p.add_argument("--steps", type=int)
-    p.add_argument("--N", type=int, help="channels (overrides the config)")
+    p.add_argument(
+        "--steps", type=int, help=f"optimiser steps per rate point {config_default('train.steps')}"
+    )
+    p.add_argument("--N", type=int, help=f"channels {config_default('model.N')}")
     p.add_argument(
         "--context",
         choices=("autoregressive", "checkerboard"),
         help="context model: autoregressive (the paper's, slow to decode on CPU) or "
         "checkerboard (two passes, decodes several times faster); default: the config's",
     )
-    p.add_argument("--batch-size", type=int, help="global batch (the paper: 8)")
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--val-every", type=int)
+    p.add_argument(
+        "--batch-size", type=int, help=f"global batch {config_default('train.batch_size')}"
+    )
+    p.add_argument("--patch-size", type=int, help=f"crop side {config_default('train.patch_size')}")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help=f"steps between checkpoints {config_default('train.checkpoint_every')}",
+    )
+    p.add_argument(
+        "--val-every",
+        type=int,
+        help=f"steps between validations {config_default('train.val_every')}",
+    )
     p.add_argument(
         "--init-from",
         help="start from this model's weights (checkpoint or models:/ URI): fine-tuning",
     )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
     add_tracking_uri(p)
-    p.add_argument("--experiment", help="MLflow experiment")
-    p.add_argument("--out", type=Path, help="folder for checkpoints and Ray's run state")
+    p.add_argument(
+        "--experiment", help=f"MLflow experiment {config_default('tracking.experiment')}"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"folder for checkpoints and Ray's run state {config_default('train.out')}",
+    )
     if launcher:
         p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # set by the launcher
         p.add_argument(

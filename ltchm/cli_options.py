@@ -17,12 +17,22 @@ __all__ = [
     "add_model",
     "add_progress",
     "add_tracking_uri",
+    "config_default",
 ]
 
 MODEL_SPEC_HELP = (
     "a checkpoint (.pt), an MLflow model URI (models:/ltchm-lambda512@champion), a shipped "
     "model (pretrained:<set>/<lambda>) or a registry name (with --config)"
 )
+
+
+def config_default(dotted: str) -> str:
+    """``"(default: X from the config)"`` for an option that overrides config key ``dotted``
+    (``"scenes.tile_size"``): the help shows the value a command runs with."""
+    from ltchm.config import Config
+
+    section, key = dotted.split(".")
+    return f"(default: {getattr(getattr(Config(), section), key)}, config {dotted})"
 
 
 def add_model(

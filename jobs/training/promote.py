@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Move the 'champion' alias of a registered model to a version.",
     )
     parser.add_argument("name", help="registered model, e.g. ltchm-lambda512")
-    parser.add_argument("version")
+    parser.add_argument("version", help="the version to make champion, e.g. 3")
     add_tracking_uri(parser)
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)

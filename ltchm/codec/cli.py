@@ -32,8 +32,8 @@ def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
 def encode_main(argv: list[str] | None = None) -> int:
     """``ltchm encode IMAGE OUT.ltc --model SPEC``"""
     parser = argparse.ArgumentParser(prog="ltchm encode", description="Compress an RGB image.")
-    parser.add_argument("image", type=Path)
-    parser.add_argument("out", type=Path)
+    parser.add_argument("image", type=Path, help="an 8-bit RGB image (PNG, JPEG, TIFF, ...)")
+    parser.add_argument("out", type=Path, help="the .ltc file to write")
     _model_args(parser)
     parser.add_argument("--tile-size", type=int, default=1024, help="code larger images in tiles")
     parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
@@ -69,7 +69,7 @@ def encode_main(argv: list[str] | None = None) -> int:
 def decode_main(argv: list[str] | None = None) -> int:
     """``ltchm decode IN.ltc OUT.png|.tif``"""
     parser = argparse.ArgumentParser(prog="ltchm decode", description="Decompress an .ltc file.")
-    parser.add_argument("input", type=Path)
+    parser.add_argument("input", type=Path, help="an .ltc file")
     parser.add_argument("out", type=Path, help=".png or .tif")
     _model_args(parser, required=False)
     args = parser.parse_args(argv)
@@ -123,10 +123,10 @@ def eval_images_main(argv: list[str] | None = None) -> int:
         prog="ltchm eval-images",
         description="Per image: bpp of the real file, bpp the model estimates, PSNR, MS-SSIM.",
     )
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folder", type=Path, help="a folder of 8-bit RGB images")
     _model_args(parser)
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
-    parser.add_argument("--drop-alpha", action="store_true")
+    parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
     args = parser.parse_args(argv)
     from ltchm.atomic import atomic_write_text
     from ltchm.codec.image import ImageCodec, bits_per_pixel

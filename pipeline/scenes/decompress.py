@@ -13,10 +13,9 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from affine import Affine
-from rasterio.windows import Window
 
 from ltchm.cli_options import (
     add_config,
@@ -24,17 +23,23 @@ from ltchm.cli_options import (
     add_model,
     add_progress,
     add_tracking_uri,
+    config_default,
 )
 from ltchm.codec.container import ContainerError
 from ltchm.codec.identity import ModelIdentity
 from ltchm.config import ConfigError, load_config
 from pipeline.scenes.container import SceneHeader, SceneReader, header_of
 
+if TYPE_CHECKING:
+    from rasterio.windows import Window
+
 __all__ = ["bbox_window", "decompress_scene", "main"]
 
 
 def bbox_window(header: SceneHeader, bbox: tuple[float, float, float, float]) -> Window:
     """The smallest pixel window covering ``bbox`` (minx, miny, maxx, maxy), cut to the scene."""
+    from rasterio.windows import Window
+
     minx, miny, maxx, maxy = bbox
     if not (minx < maxx and miny < maxy):
         raise ValueError(f"bbox needs minx < maxx and miny < maxy, got {list(bbox)}")
@@ -150,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", help="output .tif (GeoTIFF or COG)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--window", nargs=4, type=int, metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT")
+        "--window",
+        nargs=4,
+        type=int,
+        metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT"),
+        help="decode this pixel window only (default: the whole scene)",
     )
     where.add_argument(
         "--bbox", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"),
@@ -160,8 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     add_config(parser, help="YAML: model config for a registry name; scenes section")
     add_device(parser)
     add_tracking_uri(parser)
-    parser.add_argument("--format", choices=("cog", "gtiff"), default=None, help="default: cog")
-    parser.add_argument("--compress", choices=("zstd", "deflate"), default=None)
+    parser.add_argument(
+        "--format",
+        choices=("cog", "gtiff"),
+        help=f"output layout {config_default('scenes.output_format')}",
+    )
+    parser.add_argument(
+        "--compress",
+        choices=("zstd", "deflate"),
+        help=f"lossless compression of the output {config_default('scenes.output_compress')}",
+    )
     parser.add_argument("--info", action="store_true", help="print the file's header and exit")
     add_progress(parser)
     args = parser.parse_args(argv)
@@ -179,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             header = r.header
         window = None
         if args.window:
+            from rasterio.windows import Window
+
             window = Window(*args.window)
         elif args.bbox:
             window = bbox_window(header, tuple(args.bbox))

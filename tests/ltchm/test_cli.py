@@ -105,3 +105,25 @@ def test_debug_shows_the_traceback(files, monkeypatch, capsys) -> None:
     monkeypatch.setenv("LTCHM_DEBUG", "1")
     with pytest.raises(ImageFormatError, match="rgba"):
         main(argv)
+
+
+def test_help_loads_no_heavy_library() -> None:
+    """Every command's --help is instant: nothing imports torch, Ray or MLflow before the
+    arguments are parsed (a deterministic stand-in for timing it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from ltchm.cli import COMMANDS, main\n"
+        "heavy = ('torch', 'ray', 'mlflow', 'compressai', 'rasterio')\n"
+        "for name in COMMANDS:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([name, '--help'])\n"
+        "    loaded = [m for m in heavy if m in sys.modules]\n"
+        "    print(name, ','.join(loaded) or '-')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = dict(line.split() for line in out.stdout.splitlines())
+    assert set(loaded) == set(COMMANDS)
+    assert all(v == "-" for v in loaded.values()), loaded
