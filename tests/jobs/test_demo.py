@@ -27,13 +27,14 @@ def test_demo_end_to_end(tmp_path: Path, dev_dir: Path, monkeypatch, capsys) -> 
     monkeypatch.setenv("LTCHM_DEV_DATA", str(dev))
     caller_store = f"sqlite:///{tmp_path / 'caller.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", caller_store)
+    before = mlflow.get_tracking_uri()
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--steps", "2", "--eval-images", "1"]
     assert main(argv) == 0
     # the demo's store was the process's only while it ran: later models:/ loads in the
     # same process (a notebook, the rest of this suite) resolve against the caller's
     assert os.environ["MLFLOW_TRACKING_URI"] == caller_store
-    assert mlflow.get_tracking_uri() == caller_store
+    assert mlflow.get_tracking_uri() == before
     text = capsys.readouterr().out
     assert "Summary" in text and "RD plot" in text and "MLflow store" in text
     # each scene beside JPEG2000 at the same bytes, so no one mistakes the demo's models
