@@ -24,16 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from bare_loop import bare_steps
 from devshards import build_shards
 
 from jobs.training.validation import validate
 from ltchm.config import load_config, yaml_value
-from ltchm.losses import RateDistortionLoss
-from ltchm.optim import learning_rate, split_parameters
 from ltchm.paths import REPO_ROOT
-from ltchm.runtime import tune_allocator
-from ltchm.zoo import model_from_config
-from pipeline.loader import iter_images, make_train_loader
+from pipeline.loader import iter_images
 
 
 def main() -> int:
@@ -60,47 +57,16 @@ def main() -> int:
     configs = [REPO_ROOT / "configs" / "lambda_512.yaml", REPO_ROOT / "configs" / "cpu.yaml"]
     cfg = load_config(configs, overrides)
     shards = build_shards(args.out / "shards")
-    tune_allocator()
-    torch.set_num_threads(2)
-    torch.manual_seed(cfg.train.seed)
-    model = model_from_config(cfg.model).train()
-    net, aux = split_parameters(model)
-    opt = torch.optim.Adam(net, lr=cfg.train.lr)
-    aux_opt = torch.optim.Adam(aux, lr=cfg.train.aux_lr)
-    criterion = RateDistortionLoss(cfg.loss.lmbda, cfg.loss.metric)
-    loader = make_train_loader(
-        shards, batch_size=cfg.train.batch_size, patch_size=cfg.train.patch_size,
-        shuffle_buffer=cfg.data.shuffle_buffer, epoch_length=cfg.data.epoch_length,
-        num_workers=cfg.train.loader_workers, seed=cfg.train.seed,
-    )  # fmt: skip
     val = [x for x, _ in iter_images(shards, "val", limit=16)]
     every = max(1, cfg.train.steps // args.evals)
     history = []
-    batches = iter(loader)
     t0 = time.perf_counter()
-    for step in range(cfg.train.steps):
-        try:
-            x = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x = next(batches)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg.train, step)
-        out = criterion(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if cfg.train.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(net, cfg.train.clip_grad_norm)
-        opt.step()
-        aux_loss = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_opt.step()
-        if (step + 1) % every == 0 or step + 1 == cfg.train.steps:
+    for done, model, _ in bare_steps(cfg, shards, threads=2):
+        if done % every == 0 or done == cfg.train.steps:
             v = validate(model, val)
             model.train()
             J = args.lmbda * 10 ** (-v["val_psnr"] / 10) + v["val_bpp"]
-            history.append((step + 1, round(v["val_bpp"], 4), round(v["val_psnr"], 2), round(J, 4)))
+            history.append((done, round(v["val_bpp"], 4), round(v["val_psnr"], 2), round(J, 4)))
             print(args.name, f"{time.perf_counter() - t0:.0f} s", history[-1], flush=True)
     print("RESULT", args.name, json.dumps(history))
     return 0

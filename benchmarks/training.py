@@ -65,54 +65,14 @@ def load(config: Path) -> Any:
 
 def bare(config: Path, shards: Path, result: Path) -> None:
     """The bare loop (run in its own process, as the platform's worker is)."""
-    import torch
-
-    from ltchm.losses import RateDistortionLoss
-    from ltchm.optim import learning_rate, split_parameters
-    from ltchm.runtime import tune_allocator
-    from ltchm.zoo import model_from_config
-    from pipeline.loader import make_train_loader
+    from bare_loop import bare_steps
 
     cfg = load(config)
-    tune_allocator()
-    torch.set_num_threads(os.cpu_count() or 1)  # what cpus_per_worker: null gives one worker
-    torch.manual_seed(cfg.train.seed)
-    model = model_from_config(cfg.model).train()
-    net, aux = split_parameters(model)
-    opt = torch.optim.Adam(net, lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8)
-    aux_opt = torch.optim.Adam(aux, lr=cfg.train.aux_lr)
-    criterion = RateDistortionLoss(cfg.loss.lmbda, cfg.loss.metric)
-    loader = make_train_loader(
-        shards,
-        batch_size=cfg.train.batch_size,
-        patch_size=cfg.train.patch_size,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        epoch_length=cfg.data.epoch_length,
-        num_workers=cfg.train.loader_workers,
-        seed=cfg.train.seed,
-    )
     losses, times = [], []
-    batches = iter(loader)
     t_last = time.perf_counter()
-    for step in range(cfg.train.steps):
-        try:
-            x = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x = next(batches)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg.train, step)
-        out = criterion(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if cfg.train.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(net, cfg.train.clip_grad_norm)
-        opt.step()
-        aux_loss = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_opt.step()
-        losses.append(out["loss"].item())
+    # what cpus_per_worker: null gives one worker
+    for _, _, loss in bare_steps(cfg, shards, threads=os.cpu_count() or 1):
+        losses.append(loss)
         now = time.perf_counter()
         times.append(now - t_last)
         t_last = now
