@@ -45,6 +45,7 @@ from ltchm.cli_options import (
     config_default,
 )
 from ltchm.config import ConfigError, ScenesConfig, load_config
+from pipeline.remote import is_url, storage_env
 from pipeline.scenes.inputs import Scene, list_scenes
 from pipeline.scenes.report import CompressResult, failed_row, summary, write_report
 from pipeline.scenes.resume import STATE_DIR, clear_temps, fingerprint, load_record
@@ -157,8 +158,9 @@ def compress_scenes(
         records = {i: load_record(out_dir, s, fp) for i, s in enumerate(scenes)}
         with contextlib.ExitStack() as stack:
             if use_ray:
+                remote = any(is_url(s.member.source) for s in scenes)
                 pool: Pool = stack.enter_context(
-                    _pool_ray(model, config, device, cfg, address, tracking_uri, source)
+                    _pool_ray(model, config, device, cfg, address, tracking_uri, source, remote)
                 )
                 hashes = _actor_hashes(cast(RayPool, pool))
                 if any(h != weights for h in hashes):
@@ -194,6 +196,7 @@ def _pool_ray(
     address: str | None,
     tracking_uri: str | None,
     source: str,
+    remote_inputs: bool = False,
 ) -> Iterator[RayPool]:
     import ray
 
@@ -203,8 +206,14 @@ def _pool_ray(
         gpus = 1 if device.startswith("cuda") else 0
         from pipeline.scenes.worker import SceneWorker
 
+        # workers read URLs with the driver's object-storage settings
+        env = {"runtime_env": {"env_vars": storage_env()}} if remote_inputs else {}
         actor_cls = ray.remote(SceneWorker).options(
-            num_cpus=cfg.cpus_per_worker, num_gpus=gpus, max_restarts=-1, max_task_retries=0
+            num_cpus=cfg.cpus_per_worker,
+            num_gpus=gpus,
+            max_restarts=-1,
+            max_task_retries=0,
+            **env,
         )
         actors = [
             actor_cls.remote(
@@ -245,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "inputs", nargs="+", type=Path, metavar="INPUT",
-        help="GeoTIFFs, folders or zip/tar archives of them",
+        "inputs", nargs="+", metavar="INPUT",
+        help="GeoTIFFs, folders or zip/tar archives of them; local paths or URLs (s3://, "
+        "gs://, https://)",
     )  # fmt: skip
     add_model(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")

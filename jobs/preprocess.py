@@ -183,6 +183,7 @@ def _run_ray(
             # Ray Data retries a task whose worker died (without limit); the shard is then
             # written again from scratch under a new temporary name.
             num_cpus=1,
+            **_storage_args(plan),
         )
         records = []
         samples = 0
@@ -192,6 +193,15 @@ def _run_ray(
             progress.update(1)
             progress.set_postfix(samples=samples, refresh=False)
     return records
+
+
+def _storage_args(plan: Plan) -> dict[str, Any]:
+    """Ray task options that let workers read the plan's URLs as the driver does."""
+    from pipeline.remote import is_url, storage_env
+
+    if not any(is_url(e.member.source) for shard in plan.shards for e in shard.images):
+        return {}
+    return {"runtime_env": {"env_vars": storage_env()}}
 
 
 def _run_local(plan: Plan, out_dir: Path, progress: Any) -> list[dict[str, Any]]:
@@ -268,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         "inputs",
         nargs="+",
         metavar="ARCHIVE_OR_DIR",
-        type=Path,
-        help="zip/tar archives (DOTA parts, UCMerced_LandUse.zip), folders, GeoTIFF scenes",
+        help="zip/tar archives (DOTA parts, UCMerced_LandUse.zip), folders, GeoTIFF scenes; "
+        "local paths or URLs (s3://, gs://, https://)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder for the shards")
     add_config(parser, help="YAML with a preprocess section")

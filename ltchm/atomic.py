@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output"]
 
 
 @contextlib.contextmanager
@@ -53,3 +53,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def check_output(
+    out: str | os.PathLike[str],
+    *inputs: str | os.PathLike[str],
+    suffixes: tuple[str, ...] | None = None,
+) -> None:
+    """Refuse, before any work, an output that would replace one of the command's inputs, is
+    a folder, or has a suffix other than ``suffixes``: ``ValueError`` naming it."""
+    target = Path(out)
+    if target.is_dir():
+        raise ValueError(f"{target} is a folder; name the file to write")
+    for src in inputs:
+        same = (
+            os.path.samefile(src, target)
+            if target.exists() and Path(src).exists()
+            else Path(src).resolve() == target.resolve()
+        )
+        if same:
+            raise ValueError(f"{target} is the input file; writing it would destroy the input")
+    if suffixes is not None and target.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{target}: unsupported output format {target.suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(suffixes)}"
+        )

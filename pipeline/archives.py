@@ -2,7 +2,8 @@
 
 Sources are zip archives (DOTA ``part1.zip``, ``UCMerced_LandUse.zip``), tar archives
 (uncompressed, read by offset; or gzip/bzip2/xz-compressed, read in one streaming pass),
-plain folders and single image files (Gaofen GeoTIFF scenes). Nothing is unpacked to disk:
+plain folders and single image files (Gaofen GeoTIFF scenes), on local disks or in object
+storage (``s3://``, ``gs://``, ``https://``: :mod:`pipeline.remote`). Nothing is unpacked to disk:
 a zip member is read through :mod:`zipfile`, an uncompressed tar member by seeking to its data,
 so any member can be read without touching the others.
 
@@ -27,8 +28,11 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, Any, BinaryIO, cast
+
+from pipeline.remote import apply_gdal_env, is_url, url_fs
+from pipeline.remote import gdal_path as remote_gdal_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -91,7 +95,7 @@ class Member:
     normalised relative POSIX path (used for ids and reports).
     """
 
-    source: str  # absolute path of the archive, folder or file
+    source: str  # absolute path or URL of the archive, folder or file
     kind: str  # "zip" | "tar" | "tar-stream" | "folder" | "file"
     name: str
     path: str
@@ -113,7 +117,9 @@ class Member:
 
     @property
     def local_path(self) -> Path | None:
-        """The member's own file on disk (folders and single files), else None."""
+        """The member's own file on disk (local folders and single files), else None."""
+        if is_url(self.source):
+            return None
         if self.kind == "folder":
             return Path(self.source) / self.name
         if self.kind == "file":
@@ -122,11 +128,20 @@ class Member:
 
     @property
     def gdal_path(self) -> str:
-        """A path GDAL opens without unpacking (``/vsizip/``, ``/vsitar/``) or a plain path."""
+        """A path GDAL opens without unpacking (``/vsizip/``, ``/vsitar/``, ``/vsis3/``, ...)
+        or a plain path."""
+        source = self.source
+        if is_url(source):
+            apply_gdal_env()
+            source = remote_gdal_path(source)
+            if self.kind == "folder":
+                return f"{source}/{self.name}"
+            if self.kind == "file":
+                return source
         if self.kind == "zip":
-            return f"/vsizip/{self.source}/{self.name}"
+            return f"/vsizip/{source}/{self.name}"
         if self.kind in ("tar", "tar-stream"):
-            return f"/vsitar/{self.source}/{self.name}"
+            return f"/vsitar/{source}/{self.name}"
         return str(self.local_path)
 
 
@@ -134,7 +149,7 @@ class Member:
 class Listing:
     """The members of one source, the members refused, and notes on the source itself."""
 
-    path: Path
+    path: PurePath  # a local Path; for a URL, its bucket/key path (names it in reports)
     kind: str
     members: list[Member] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (member name, reason)
@@ -156,32 +171,62 @@ def check_member_name(name: str) -> str:
     return "/".join(parts)
 
 
-def _source_kind(path: Path) -> str:
-    if path.is_dir():
+def _open_source(source: str) -> BinaryIO:
+    """A seekable binary file of a local path or a URL; the caller closes it."""
+    if is_url(source):
+        fs, path = url_fs(source)
+        return cast(BinaryIO, fs.open(path, "rb"))
+    return open(source, "rb")
+
+
+def _source_size(source: str) -> int:
+    if is_url(source):
+        fs, path = url_fs(source)
+        return int(fs.size(path))
+    return os.path.getsize(source)
+
+
+def _source_kind(path: Path | str) -> str:
+    source = str(path)
+    remote = is_url(source)
+    if remote:
+        fs, key = url_fs(source)
+        try:
+            isdir, exists = fs.isdir(key), fs.exists(key)
+        except Exception as exc:  # every fsspec backend has its own errors
+            raise ArchiveError(f"{source}: cannot reach it ({exc})") from None
+    else:
+        isdir, exists = Path(source).is_dir(), Path(source).exists()
+    if isdir:
         return "folder"
-    if not path.exists():
-        raise ArchiveError(f"{path}: no such file or folder")
-    if not path.is_file():
-        raise ArchiveError(f"{path}: not a regular file or folder")
-    with open(path, "rb") as f:
+    if not exists:
+        raise ArchiveError(f"{source}: no such file or folder")
+    if not remote and not Path(source).is_file():
+        raise ArchiveError(f"{source}: not a regular file or folder")
+    with _open_source(source) as f:
         head = f.read(512)
-    # Check tar first: a tar whose last member is a zip looks like a zip to is_zipfile().
-    if len(head) == 512 and head[257:262] == b"ustar":
-        return "tar"
-    if any(head.startswith(m) for m in _COMPRESSED_MAGIC):
-        return "tar-stream"
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+        # Check tar first: a tar whose last member is a zip looks like a zip to is_zipfile().
+        if len(head) == 512 and head[257:262] == b"ustar":
+            return "tar"
+        if any(head.startswith(m) for m in _COMPRESSED_MAGIC):
+            return "tar-stream"
+        if zipfile.is_zipfile(f):
+            return "zip"
+    suffix = PurePosixPath(source).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
         return "file"
-    if head.startswith(b"PK") or path.suffix.lower() == ".zip":
+    if head.startswith(b"PK") or suffix == ".zip":
         raise ArchiveError(
-            f"{path}: corrupt or truncated zip archive (its central directory is unreadable); "
-            "download it again"
+            f"{source}: corrupt or truncated zip archive (its central directory is "
+            "unreadable); download it again"
         )
-    if tarfile.is_tarfile(path):  # pre-POSIX tars without the ustar magic
-        return "tar"
-    raise ArchiveError(f"{path}: not a zip or tar archive, a folder, or an image file")
+    with _open_source(source) as f:
+        try:
+            with tarfile.open(fileobj=f, mode="r:"):  # pre-POSIX tars without the ustar magic
+                return "tar"
+        except (tarfile.TarError, OSError, EOFError):
+            pass
+    raise ArchiveError(f"{source}: not a zip or tar archive, a folder, or an image file")
 
 
 def _add(listing: Listing, seen: set[str], member: Member) -> None:
@@ -192,13 +237,15 @@ def _add(listing: Listing, seen: set[str], member: Member) -> None:
     listing.members.append(member)
 
 
-def _list_zip(path: Path, listing: Listing) -> None:
+def _list_zip(path: str, listing: Listing) -> None:
+    f = _open_source(path)
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        f.close()
         raise ArchiveError(f"{path}: corrupt zip archive ({exc})") from None
     seen: set[str] = set()
-    with zf:
+    with f, zf:
         for info in zf.infolist():
             if info.is_dir():
                 continue
@@ -217,14 +264,14 @@ def _list_zip(path: Path, listing: Listing) -> None:
             _add(listing, seen, member)
 
 
-def _list_tar(path: Path, listing: Listing, stream: bool) -> None:
-    size = path.stat().st_size
+def _list_tar(path: str, listing: Listing, stream: bool) -> None:
+    size = _source_size(path)
     seen: set[str] = set()
     count = 0
     kind = "tar-stream" if stream else "tar"
     try:
         # "r:" seeks over member data (cheap listing); compressed tars can only be streamed.
-        with tarfile.open(path, "r|*" if stream else "r:") as tf:
+        with _open_source(path) as f, tarfile.open(fileobj=f, mode="r|*" if stream else "r:") as tf:
             for info in tf:
                 count += 1
                 try:
@@ -243,7 +290,7 @@ def _list_tar(path: Path, listing: Listing, stream: bool) -> None:
                     listing.notes.append(f"truncated archive: it ends inside member {info.name!r}")
                     continue
                 offset = None if stream else info.offset_data
-                _add(listing, seen, Member(str(path), kind, info.name, norm, info.size, offset))
+                _add(listing, seen, Member(path, kind, info.name, norm, info.size, offset))
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
         if count == 0:
             raise ArchiveError(f"{path}: not a readable tar archive ({exc})") from None
@@ -274,23 +321,46 @@ def _list_folder(path: Path, listing: Listing) -> None:
     listing.members.sort(key=lambda m: m.path)
 
 
+def _list_remote_folder(url: str, listing: Listing) -> None:
+    fs, root = url_fs(url)
+    root = root.rstrip("/")
+    for key, info in sorted(fs.find(root, detail=True).items()):
+        rel = key[len(root) :].lstrip("/")
+        if not rel or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        try:
+            check_member_name(rel)
+        except UnsafeMemberError as exc:
+            listing.refused.append((rel, f"unsafe member name: {exc}"))
+            continue
+        listing.members.append(Member(url.rstrip("/"), "folder", rel, rel, int(info["size"])))
+
+
 def list_source(path: str | os.PathLike[str]) -> Listing:
-    """List a zip/tar archive, a folder (recursively) or one image file.
+    """List a zip/tar archive, a folder (recursively) or one image file, local or a URL.
 
     Raises:
         ArchiveError: the source is missing or unusable; the message names it.
     """
-    path = Path(path).resolve()
-    kind = _source_kind(path)
-    listing = Listing(path, kind)
-    if kind == "zip":
-        _list_zip(path, listing)
-    elif kind in ("tar", "tar-stream"):
-        _list_tar(path, listing, stream=kind == "tar-stream")
-    elif kind == "folder":
-        _list_folder(path, listing)
+    if is_url(path):
+        source = os.fspath(path)
+        name: PurePath = PurePosixPath(source.split("://", 1)[1].rstrip("/"))
     else:
-        listing.members.append(Member(str(path), "file", path.name, path.name, path.stat().st_size))
+        name = Path(path).resolve()
+        source = str(name)
+    kind = _source_kind(source)
+    listing = Listing(name, kind)
+    if kind == "zip":
+        _list_zip(source, listing)
+    elif kind in ("tar", "tar-stream"):
+        _list_tar(source, listing, stream=kind == "tar-stream")
+    elif kind == "folder" and is_url(source):
+        _list_remote_folder(source, listing)
+    elif kind == "folder":
+        _list_folder(Path(source), listing)
+    else:
+        size = _source_size(source)
+        listing.members.append(Member(source, "file", name.name, name.name, size))
     return listing
 
 
@@ -385,7 +455,7 @@ class MemberReader:
         for source, names in wanted.items():
             require_present(source)
             try:
-                with tarfile.open(source, "r|*") as tf:
+                with _open_source(source) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
                     for info in tf:
                         if info.name in names and info.isreg():
                             f = tf.extractfile(info)
@@ -429,8 +499,9 @@ class MemberReader:
             zf = self._zips.get(member.source)
             if zf is None:
                 require_present(member.source)
+                raw = self._files[member.source] = _open_source(member.source)
                 try:
-                    zf = self._zips[member.source] = zipfile.ZipFile(member.source)
+                    zf = self._zips[member.source] = zipfile.ZipFile(raw)
                 except (zipfile.BadZipFile, OSError) as exc:
                     raise ArchiveError(f"{member.source}: cannot open zip ({exc})") from None
             # ZipExtFile checks the CRC-32 at the end of the read: corrupt data raises.
@@ -440,7 +511,7 @@ class MemberReader:
             tar = self._files.get(member.source)
             if tar is None:
                 require_present(member.source)
-                tar = self._files[member.source] = open(member.source, "rb")  # noqa: SIM115
+                tar = self._files[member.source] = _open_source(member.source)
             assert member.offset is not None
             tar.seek(member.offset)
             yield cast(IO[bytes], _Slice(tar, member.size))
@@ -454,7 +525,7 @@ class MemberReader:
                 raise MemberError(f"cannot read member from compressed tar: {why}")
             # not prefetched (a large scene, say): streamed, never held whole in memory
             require_present(member.source)
-            with tarfile.open(member.source, "r|*") as tf:
+            with _open_source(member.source) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
                 for info in tf:
                     if info.name == member.name and info.isreg():
                         stream = tf.extractfile(info)
@@ -464,9 +535,11 @@ class MemberReader:
             raise MemberError("cannot read member from compressed tar: not found in the archive")
         else:
             path = member.local_path
-            assert path is not None
-            require_present(path)
-            with open(path, "rb") as f:
+            where = str(path) if path is not None else member.source
+            if path is None and member.kind == "folder":
+                where = f"{member.source}/{member.name}"
+            require_present(where)
+            with _open_source(where) as f:
                 yield f
 
 
@@ -501,9 +574,10 @@ def member_sha256(member: Member, chunk: int = 1 << 22) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, streamed."""
-    p = Path(path)
-    return member_sha256(Member(str(p), "file", p.name, p.name, p.stat().st_size))
+    """sha256 of a file's bytes (local or a URL), streamed."""
+    source = os.fspath(path) if is_url(path) else str(Path(path))
+    name = PurePosixPath(source).name
+    return member_sha256(Member(source, "file", name, name, _source_size(source)))
 
 
 def require_present(path: str | Path) -> None:
@@ -512,6 +586,11 @@ def require_present(path: str | Path) -> None:
     A source that vanished since planning, or that a Ray node cannot see, is not a bad member
     to skip: every member of it would be "skipped" and the job would look fine.
     """
+    if is_url(path):
+        fs, key = url_fs(os.fspath(path))
+        if not fs.exists(key):
+            raise ArchiveError(f"{path}: not found (deleted or moved since planning?)")
+        return
     if not os.path.exists(path):
         raise ArchiveError(
             f"{path}: not found on this node (moved since planning? inputs must be on storage "

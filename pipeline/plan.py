@@ -23,7 +23,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ltchm.config import PreprocessConfig
@@ -141,13 +141,13 @@ def _keys(entries: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     return {de: k if clashes[k] == 1 else f"{k}_{digest(de[1])}" for de, k in base.items()}
 
 
-def _display_names(paths: list[Path]) -> dict[Path, str]:
+def _display_names(paths: list[PurePath]) -> dict[PurePath, str]:
     """How sources are named in metadata: the file name, with parent folders where needed.
 
     DOTA ships ``train/part1.zip`` and ``val/part1.zip``; absolute paths would make the shards
     depend on where the archives are mounted.
     """
-    names: dict[Path, str] = {}
+    names: dict[PurePath, str] = {}
     for depth in range(1, max(len(p.parts) for p in paths) + 1):
         pending = [p for p in paths if p not in names]
         if not pending:

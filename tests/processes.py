@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["VENV_BIN", "free_port", "ray_nodes", "stop", "wait_for"]
+__all__ = ["VENV_BIN", "free_port", "ray_nodes", "s3_server", "stop", "wait_for"]
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -100,3 +100,31 @@ def ray_nodes(logs: Path, cpus: Sequence[int]) -> Iterator[tuple[str, dict[str, 
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def s3_server(logs: Path) -> Iterator[str]:
+    """An S3-compatible server (moto's standalone server: the S3 REST API over HTTP) on a free
+    loopback port; yields its endpoint URL. Clients reach it over the network like any S3."""
+    import urllib.request
+
+    port = free_port()
+    log = logs / "s3.log"
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, proc, "S3 server", timeout=60)
+        yield endpoint
+    finally:
+        stop(proc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 import time
@@ -15,11 +16,16 @@ from ltchm.cli_options import add_config, add_device, add_model, add_tracking_ur
 if TYPE_CHECKING:
     import torch
 
+    from ltchm.codec.container import LtcFile
     from ltchm.codec.image import ImageCodec
 
 # torch and the codec load after the arguments are parsed: --help and usage errors are instant
 
 __all__ = ["decode_main", "encode_main", "eval_images_main"]
+
+
+# what ltchm.imageio.write_image writes an 8-bit RGB image as
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm")
 
 
 def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -38,12 +44,13 @@ def encode_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-size", type=int, default=1024, help="code larger images in tiles")
     parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
     args = parser.parse_args(argv)
-    from ltchm.atomic import atomic_write_bytes
+    from ltchm.atomic import atomic_write_bytes, check_output
     from ltchm.codec.image import ImageCodec, bits_per_pixel
-    from ltchm.codec.spec import load_model
+    from ltchm.codec.spec import load_model, spec_source
     from ltchm.codec.store import store_model
     from ltchm.imageio import is_georeferenced, read_image
 
+    check_output(args.out, args.image)
     x = read_image(args.image, drop_alpha=args.drop_alpha)
     if is_georeferenced(args.image):
         print(
@@ -51,7 +58,8 @@ def encode_main(argv: list[str] | None = None) -> int:
             "'ltchm compress-scenes' keeps CRS, transform, bands and bit depth."
         )
     model = load_model(args.model, args.config, args.device, args.tracking_uri)
-    codec = ImageCodec(model, tile_size=args.tile_size, device=args.device)
+    source = spec_source(args.model, args.tracking_uri)
+    codec = ImageCodec(model, tile_size=args.tile_size, device=args.device, source=source)
     t0 = time.perf_counter()
     data = codec.encode(x)
     seconds = time.perf_counter() - t0
@@ -67,34 +75,47 @@ def encode_main(argv: list[str] | None = None) -> int:
 
 
 def decode_main(argv: list[str] | None = None) -> int:
-    """``ltchm decode IN.ltc OUT.png|.tif``"""
-    parser = argparse.ArgumentParser(prog="ltchm decode", description="Decompress an .ltc file.")
+    """``ltchm decode IN.ltc OUT.png|.tif`` or ``ltchm decode IN.ltc --info``"""
+    parser = argparse.ArgumentParser(
+        prog="ltchm decode",
+        description="Decompress an .ltc file. Without --model, the model is found from the "
+        "file: the local model store by weights hash, else the source the file records (a "
+        "registered version with its tracking store, a pretrained set, a checkpoint path).",
+    )
     parser.add_argument("input", type=Path, help="an .ltc file")
-    parser.add_argument("out", type=Path, help=".png or .tif")
+    parser.add_argument("out", type=Path, nargs="?", help=".png or .tif")
+    parser.add_argument(
+        "--info", action="store_true", help="print what the file records (JSON) and exit"
+    )
     _model_args(parser, required=False)
     args = parser.parse_args(argv)
+    if args.out is None and not args.info:
+        parser.error("the output image is required (or --info)")
+    from ltchm.atomic import check_output
     from ltchm.codec.container import ContainerError, unpack
-    from ltchm.codec.image import ImageCodec
-    from ltchm.codec.spec import load_model
-    from ltchm.codec.store import find_model, store_dir
-    from ltchm.imageio import write_image
 
+    if args.out is not None:
+        check_output(args.out, args.input, suffixes=IMAGE_SUFFIXES)
     data = args.input.read_bytes()
     try:
-        identity = unpack(data).identity
+        f = unpack(data)
     except ContainerError as exc:
         print(f"ltchm decode: {args.input}: {exc}", file=sys.stderr)
         return 1
+    if args.info:
+        print(json.dumps(file_info(f, len(data)), indent=2))
+        return 0
+    from ltchm.codec.image import ImageCodec
+    from ltchm.codec.spec import load_model, load_recorded_model
+    from ltchm.imageio import write_image
+
     if args.model:
         model = load_model(args.model, args.config, args.device, args.tracking_uri)
     else:
-        model = find_model(identity)
-        if model is None:
-            print(
-                f"ltchm decode: {args.input} was encoded with {identity.short()}, which is not "
-                f"in the local model store ({store_dir()}); pass --model",
-                file=sys.stderr,
-            )
+        try:
+            model = load_recorded_model(f.identity, f.source, args.device, args.tracking_uri)
+        except LookupError as exc:
+            print(f"ltchm decode: {args.input} was {exc}", file=sys.stderr)
             return 1
     codec = ImageCodec(model, device=args.device)
     t0 = time.perf_counter()
@@ -103,6 +124,31 @@ def decode_main(argv: list[str] | None = None) -> int:
     write_image(args.out, x)
     print(f"{args.input} -> {args.out}: {x.shape[2]}x{x.shape[1]}, {seconds:.2f} s")
     return 0
+
+
+def file_info(f: LtcFile, nbytes: int) -> dict[str, Any]:
+    """What an ``.ltc`` file records, for ``ltchm decode --info``."""
+    ident = f.identity
+    return {
+        "model": {
+            "name": ident.name,
+            "lmbda": None if math.isnan(ident.lmbda) else ident.lmbda,
+            "config_hash": ident.config_hash,
+            "weights_hash": ident.weights_hash,
+            "source": f.source or None,
+            "context": f.context,
+        },
+        "width": f.width,
+        "height": f.height,
+        "tile_size": f.tile_size,
+        "tiles": len(f.tiles),
+        "bytes": nbytes,
+        "bpp": bits_per_pixel_of(nbytes, f.height, f.width),
+    }
+
+
+def bits_per_pixel_of(nbytes: int, height: int, width: int) -> float | None:
+    return round(8.0 * nbytes / (height * width), 6) if height * width else None
 
 
 def estimated_bpp(codec: ImageCodec, x: torch.Tensor) -> float:

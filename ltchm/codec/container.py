@@ -3,9 +3,11 @@
 Layout (little-endian)::
 
     magic            8  b"\\x89LTC\\r\\n\\x1a\\n"  (PNG-style: catches text-mode mangling)
-    version          1  format version (1)
+    version          1  format version (2; version 1, without the source, is still read)
     header length    4  bytes of the header that follows
-    header              see _Header; holds the model identity, the image geometry, the
+    header              the model identity (name, lambda, config and weights hashes, and
+                        where the weights came from: a registered version with its store,
+                        a checkpoint path, a pretrained set), the image geometry, the
                         context mode, padding, tile grid and every stream length
     payload             the streams, tile by tile, in header order
     crc32            4  of everything before it
@@ -22,10 +24,20 @@ from typing import Any
 
 from ltchm.codec.identity import ModelIdentity
 
-__all__ = ["MAGIC", "VERSION", "ContainerError", "LtcFile", "Tile", "pack", "unpack"]
+__all__ = [
+    "MAGIC",
+    "READABLE_VERSIONS",
+    "VERSION",
+    "ContainerError",
+    "LtcFile",
+    "Tile",
+    "pack",
+    "unpack",
+]
 
 MAGIC = b"\x89LTC\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CONTEXTS = ("autoregressive", "checkerboard", "none")
 PADDINGS = ("replicate",)
 MAX_STREAMS = 255
@@ -52,6 +64,7 @@ class LtcFile:
     padding: str
     tile_size: int  # 0: one tile
     tiles: list[Tile] = field(default_factory=list)
+    source: str = ""  # see ltchm.codec.spec.spec_source; "" in version 1 files
 
 
 def _str(s: str) -> bytes:
@@ -61,6 +74,14 @@ def _str(s: str) -> bytes:
     return struct.pack("<B", len(raw)) + raw
 
 
+def _long_str(s: str) -> bytes:
+    # a source names a file path and a tracking URI: longer than a model name may be
+    raw = s.encode("utf-8")
+    if len(raw) > 65535:
+        raise ValueError("model source too long for the container")
+    return struct.pack("<H", len(raw)) + raw
+
+
 def pack(f: LtcFile) -> bytes:
     """Serialize ``f``."""
     ident = f.identity
@@ -68,6 +89,7 @@ def pack(f: LtcFile) -> bytes:
     head += _str(ident.name)
     head += struct.pack("<d", ident.lmbda)
     head += bytes.fromhex(ident.config_hash[:16]) + bytes.fromhex(ident.weights_hash[:16])
+    head += _long_str(f.source)
     head += struct.pack(
         "<IIBBII",
         f.height,
@@ -99,16 +121,16 @@ class _Reader:
         self.pos += size
         return out
 
-    def string(self) -> str:
-        (n,) = self.take("<B")
+    def string(self, length: str = "<B", encoding: str = "ascii") -> str:
+        (n,) = self.take(length)
         if self.pos + n > self.end:
             raise ContainerError("header truncated")
         raw = self.data[self.pos : self.pos + n]
         self.pos += n
         try:
-            return raw.decode("ascii")
+            return raw.decode(encoding)
         except UnicodeDecodeError:
-            raise ContainerError("header holds a non-ASCII model name") from None
+            raise ContainerError(f"header holds a string that is not {encoding}") from None
 
 
 def unpack(data: bytes) -> LtcFile:
@@ -118,9 +140,10 @@ def unpack(data: bytes) -> LtcFile:
     if data[: len(MAGIC)] != MAGIC:
         raise ContainerError("not an .ltc file (bad magic bytes)")
     version, head_len = struct.unpack_from("<BI", data, len(MAGIC))
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise ContainerError(
-            f"unsupported .ltc format version {version}; this ltchm reads version {VERSION}"
+            f"unsupported .ltc format version {version}; this ltchm reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (a newer ltchm wrote it?)"
         )
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
@@ -133,6 +156,7 @@ def unpack(data: bytes) -> LtcFile:
     name = r.string()
     (lmbda,) = r.take("<d")
     hashes = r.take("<8s8s")
+    source = r.string("<H", "utf-8") if version >= 2 else ""
     height, width, ctx, pad, tile_size, n_tiles = r.take("<IIBBII")
     if ctx >= len(CONTEXTS) or pad >= len(PADDINGS):
         raise ContainerError("unknown context mode or padding code")
@@ -159,4 +183,4 @@ def unpack(data: bytes) -> LtcFile:
             pos += n
         tiles.append(Tile(shape, streams))
     identity = ModelIdentity(name, lmbda, hashes[0].hex(), hashes[1].hex())
-    return LtcFile(identity, height, width, CONTEXTS[ctx], PADDINGS[pad], tile_size, tiles)
+    return LtcFile(identity, height, width, CONTEXTS[ctx], PADDINGS[pad], tile_size, tiles, source)

@@ -51,9 +51,13 @@ class ImageCodec:
         tile_size: images larger than this (pixels a side) are coded as independent tiles;
             a multiple of 64. ``0`` codes every image whole.
         device: where the networks run (the model's device by default).
+        source: where the model's weights came from (``ltchm.codec.spec.spec_source``),
+            recorded in every file so that a decoder can find the model again.
     """
 
-    def __init__(self, model: CodingModel, tile_size: int = 1024, device: Any = None) -> None:
+    def __init__(
+        self, model: CodingModel, tile_size: int = 1024, device: Any = None, source: str = ""
+    ) -> None:
         stride = getattr(model, "stride", 64)
         if tile_size % stride:
             raise ValueError(f"tile_size must be a multiple of {stride}, got {tile_size}")
@@ -63,6 +67,7 @@ class ImageCodec:
         self.tile_size = tile_size
         self.identity: ModelIdentity = identity_of(self.model)
         self.context = getattr(self.model, "context", "none")
+        self.source = source
 
     def model_identity(self) -> dict[str, Any]:
         return asdict(self.identity)
@@ -83,7 +88,9 @@ class ImageCodec:
             patch = x[:, top : top + h, left : left + w].to(self.device, torch.float32)
             out = self.model.compress(self._pad(patch)[None])
             tiles.append(Tile(tuple(out["shape"]), [s[0] for s in out["strings"]]))
-        return pack(LtcFile(self.identity, H, W, self.context, "replicate", tile, tiles))
+        return pack(
+            LtcFile(self.identity, H, W, self.context, "replicate", tile, tiles, self.source)
+        )
 
     def decode(self, data: bytes) -> Tensor:
         """The image of an ``.ltc`` file, (3, H, W) floats in [0, 1], on the CPU."""
@@ -92,11 +99,27 @@ class ImageCodec:
         grid = image_tiles(f.height, f.width, f.tile_size)
         if len(grid) != len(f.tiles):
             raise ValueError(f"file holds {len(f.tiles)} tiles, its geometry needs {len(grid)}")
+        for (_, _, h, w), tile in zip(grid, f.tiles, strict=True):
+            # checked before anything is allocated: a crafted latent size would otherwise
+            # make the decoder allocate whatever the file asks for
+            if tuple(tile.shape) != self.latent_shape(h, w):
+                raise ValueError(
+                    f"corrupt file: a {w}x{h} tile announces a {tile.shape[1]}x{tile.shape[0]} "
+                    f"latent, the model codes it as {self.latent_shape(h, w)[::-1]}"
+                )
         out = torch.empty(3, f.height, f.width)
         for (top, left, h, w), tile in zip(grid, f.tiles, strict=True):
             x_hat = self.model.decompress([[s] for s in tile.streams], tile.shape)["x_hat"]
             out[:, top : top + h, left : left + w] = x_hat[0, :, :h, :w].cpu()
         return out
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The shape ``compress`` reports for an image of this size: the hyper-latent's, at
+        1/64 of the padded size for every model of the zoo (analysis 16 x, hyper 4 x)."""
+        return (
+            -(-height // self.stride) * self.stride // 64,
+            -(-width // self.stride) * self.stride // 64,
+        )
 
     def check_identity(self, identity: ModelIdentity) -> None:
         if not identity.matches(self.identity):

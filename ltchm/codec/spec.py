@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from ltchm.codec.checkpoint import load_checkpoint, prepare_for_coding
+from ltchm.codec.identity import ModelIdentity
 from ltchm.codec.pretrained import PREFIX, pretrained_path
 from ltchm.config import ModelConfig, load_config
 from ltchm.models import CodingModel
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "load_recorded_model", "recorded_spec", "spec_source"]
 
 INIT_SEED = 0  # registry models built from a config get reproducible initial weights
 
@@ -92,3 +93,46 @@ def spec_source(spec: str, tracking_uri: str | None = None) -> str:
     if path.is_file():
         return str(path.resolve())
     return f"{spec} (registry, untrained)"
+
+
+def recorded_spec(source: str | None) -> tuple[str, str | None] | None:
+    """(spec, tracking URI) of a source recorded by :func:`spec_source` that can be loaded
+    again (a registered version with its store, a pretrained set, a checkpoint still at its
+    path), else ``None``."""
+    if not source:
+        return None
+    spec, _, rest = source.partition(" (")
+    if spec.startswith("models:/"):
+        store = rest.split(";")[0].rstrip(")") or None
+        return spec, store
+    if spec.startswith(("runs:/", PREFIX)) or Path(spec).is_file():
+        return spec, None
+    return None
+
+
+def load_recorded_model(
+    identity: ModelIdentity,
+    source: str | None,
+    device: str | torch.device = "cpu",
+    tracking_uri: str | None = None,
+) -> CodingModel:
+    """The model a compressed file names: the local store's copy (by weights hash), else
+    the source it records; ``LookupError`` (one line, with what to do) when neither
+    loads. ``tracking_uri`` overrides the store the file recorded."""
+    from ltchm.codec.store import find_model, store_dir
+
+    model = find_model(identity)
+    if model is not None:
+        return prepare_for_coding(model.to(device))
+    recorded = recorded_spec(source)
+    why = f"; it records its source as {source!r}, which cannot be loaded here" if source else ""
+    if recorded is not None:
+        spec, store = recorded
+        try:
+            return load_model(spec, None, device, tracking_uri or store)
+        except Exception as exc:  # noqa: BLE001: said below, with what to do
+            why = f"; its source {source} did not load ({exc})"
+    raise LookupError(
+        f"encoded with {identity.short()}, which is not in the local model store "
+        f"({store_dir()}){why}; pass --model"
+    )

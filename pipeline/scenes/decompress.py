@@ -73,42 +73,16 @@ def find_scene_model(
     """The model to decode with: ``spec`` if given, else the local store's copy, else the
     model the file names as its source (a registered version, a pretrained set, a
     checkpoint still at its path)."""
-    from ltchm.codec.spec import load_model
-    from ltchm.codec.store import find_model, store_dir
+    from ltchm.codec.spec import load_model, load_recorded_model
 
     if spec:
         return load_model(spec, config, device, tracking_uri)
     m = header.model
     identity = ModelIdentity(m.name, float("nan"), m.config_hash, m.weights_hash)
-    model = find_model(identity)
-    if model is not None:
-        return model
-    recorded = _recorded_spec(m.source)
-    if recorded is not None:
-        spec_, store = recorded
-        try:
-            return load_model(spec_, None, device, tracking_uri or store)
-        except Exception as exc:  # noqa: BLE001: said below, with what to do
-            why = f"; its source {m.source} did not load ({exc})"
-    else:
-        why = ""
-    raise LookupError(
-        f"the scene was encoded with {identity.short()}, which is not in the local model "
-        f"store ({store_dir()}){why}; pass --model"
-    )
-
-
-def _recorded_spec(source: str | None) -> tuple[str, str | None] | None:
-    """(spec, tracking URI) of a recorded source that can be loaded again, if any."""
-    if not source:
-        return None
-    spec, _, rest = source.partition(" (")
-    if spec.startswith("models:/"):
-        store = rest.split(";")[0].rstrip(")") or None
-        return spec, store
-    if spec.startswith("pretrained:") or Path(spec).is_file():
-        return spec, None
-    return None
+    try:
+        return load_recorded_model(identity, m.source, device, tracking_uri)
+    except LookupError as exc:
+        raise LookupError(f"the scene was {exc}") from None
 
 
 def decompress_scene(
@@ -191,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.out is None:
             parser.error("OUT is required (or --info)")
+        from ltchm.atomic import check_output
+
+        check_output(args.out, args.input, suffixes=(".tif", ".tiff"))
         cfg = load_config(args.config).scenes
         with SceneReader(args.input) as r:
             header = r.header

@@ -111,6 +111,7 @@ def write_raster(
 ) -> Path:
     """Write the ``blocks`` of ``window`` of a decoded scene to ``out`` atomically."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     profile = _profile(header, window)
     c0, r0 = int(window.col_off), int(window.row_off)
     stage = out.with_name(f".{out.name}.{os.getpid()}.stage.tif")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -39,14 +40,47 @@ def test_encode_then_decode_finds_the_model(tmp_path, store, checkpoints, ucm_di
     assert read_image(tmp_path / "a.tif").shape == (3, 256, 256)
 
 
-def test_decode_without_a_known_model(tmp_path, store, checkpoints, ucm_dir, capsys) -> None:
+def test_decode_finds_the_model_from_the_file(tmp_path, store, checkpoints, ucm_dir, capsys):
+    """A file names its model: with the local store gone, decode loads the checkpoint the file
+    records; with that gone too, one line says what to do. --info shows the record."""
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(checkpoints["autoregressive"], ckpt)
     ltc = tmp_path / "a.ltc"
-    assert main(["encode", str(list_images(ucm_dir)[1]), str(ltc), "--model",
-                 str(checkpoints["autoregressive"])]) == 0  # fmt: skip
+    assert main(["encode", str(list_images(ucm_dir)[1]), str(ltc), "--model", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(ltc), "--info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"]["source"] == str(ckpt.resolve())
+    assert info["model"]["context"] == "autoregressive" and info["model"]["name"] == "ltchm"
+    assert info["bytes"] == ltc.stat().st_size and info["width"] == 256
     shutil.rmtree(store)
-    assert main(["decode", str(ltc), str(tmp_path / "a.png")]) == 1
-    assert "not in the local model store" in capsys.readouterr().err
-    assert not (tmp_path / "a.png").exists()
+    assert main(["decode", str(ltc), str(tmp_path / "a.png")]) == 0
+    assert read_image(tmp_path / "a.png").shape == (3, 256, 256)
+    shutil.rmtree(store, ignore_errors=True)
+    ckpt.unlink()
+    assert main(["decode", str(ltc), str(tmp_path / "b.png")]) == 1
+    err = capsys.readouterr().err
+    assert "not in the local model store" in err and "pass --model" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_outputs_never_replace_inputs(tmp_path, store, checkpoints, ucm_dir, capsys) -> None:
+    image = tmp_path / "img.tif"
+    shutil.copy(list_images(ucm_dir)[0], image)
+    before = image.read_bytes()
+    ckpt = str(checkpoints["checkerboard"])
+    assert main(["encode", str(image), str(image), "--model", ckpt]) == 1
+    assert "is the input file" in capsys.readouterr().err
+    assert image.read_bytes() == before
+    ltc = tmp_path / "a.ltc"
+    assert main(["encode", str(image), str(ltc), "--model", ckpt]) == 0
+    packed = ltc.read_bytes()
+    for out, says in ((ltc, "is the input file"), (tmp_path, "is a folder"),
+                      (tmp_path / "a.xyz", "unsupported output format '.xyz'")):  # fmt: skip
+        assert main(["decode", str(ltc), str(out)]) == 1
+        assert says in capsys.readouterr().err
+    assert ltc.read_bytes() == packed
 
 
 def test_decode_corrupt_file(tmp_path, store, capsys) -> None:
@@ -58,9 +92,10 @@ def test_decode_corrupt_file(tmp_path, store, capsys) -> None:
 def test_rgba_needs_drop_alpha(tmp_path, store, checkpoints, capsys) -> None:
     Image.fromarray(np.full((70, 90, 4), 120, np.uint8), mode="RGBA").save(tmp_path / "x.png")
     ckpt = str(checkpoints["checkerboard"])
-    with pytest.raises(ValueError, match="compress-scenes"):
-        main(["encode", str(tmp_path / "x.png"), str(tmp_path / "x.ltc"), "--model", ckpt])
     args = ["encode", str(tmp_path / "x.png"), str(tmp_path / "x.ltc"), "--model", ckpt]
+    assert main(args) == 1
+    assert "compress-scenes" in capsys.readouterr().err
+    assert not (tmp_path / "x.ltc").exists()
     assert main([*args, "--drop-alpha"]) == 0
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ltchm.codec import ContainerError, ImageCodec, ModelMismatchError, load_checkpoint
-from ltchm.codec.container import pack, unpack
+from ltchm.codec.container import VERSION, pack, unpack
 from ltchm.entropy.latent import YStreamError
 from ltchm.imageio import read_image
 from ltchm.losses import bpp_from_likelihoods
@@ -157,6 +157,35 @@ def test_format_version_and_crc(model, dev_images) -> None:
     data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "little")
     with pytest.raises(ContainerError, match="version 99"):
         codec.decode(bytes(data))
+
+
+def test_the_file_records_its_source_and_version_1_still_reads(model, dev_images) -> None:
+    source = "models:/ltchm-lambda512/3 (sqlite:////data/mlruns.db; alias champion when encoded)"
+    codec = ImageCodec(model, source=source)
+    data = codec.encode(dev_images[0])
+    assert data[8] == VERSION == 2 and unpack(data).source == source
+    # a version-1 file (no source field) of the same image: re-pack without the field
+    plain = ImageCodec(model).encode(dev_images[0])
+    name_len = plain[13]
+    at = 13 + 1 + name_len + 8 + 16  # magic, version, header length, name, lambda, hashes
+    assert plain[at : at + 2] == b"\x00\x00"  # the empty source's length
+    head_len = int.from_bytes(plain[9:13], "little") - 2
+    v1 = bytearray(plain[:8] + b"\x01" + head_len.to_bytes(4, "little") + plain[13:at])
+    v1 += plain[at + 2 : -4]
+    v1 += zlib.crc32(bytes(v1)).to_bytes(4, "little")
+    f = unpack(bytes(v1))
+    assert f.source == "" and f.identity == unpack(plain).identity
+    assert torch.equal(codec.decode(bytes(v1)), codec.decode(plain))
+
+
+def test_a_latent_larger_than_the_image_is_refused_before_allocating(model, dev_images) -> None:
+    """A crafted file with a consistent container (CRC recomputed) whose tile announces a
+    2000 x 2000 latent: refused from the header, nothing of that size allocated."""
+    codec = ImageCodec(model)
+    f = unpack(codec.encode(dev_images[0]))
+    f.tiles[0].shape = (2000, 2000)
+    with pytest.raises(ValueError, match=r"corrupt file: .* announces a 2000x2000 latent"):
+        codec.decode(pack(f))
 
 
 def test_actual_bytes_match_the_estimate(checkpoints, dev_images) -> None:

@@ -14,16 +14,7 @@ from jobs.compress_scenes import compress_scenes
 from ltchm.codec import save_checkpoint
 from ltchm.config import ScenesConfig
 from ltchm.zoo import get_model
-from pipeline.scenes.decompress import _recorded_spec, main
-
-
-def test_recorded_sources_parse() -> None:
-    assert _recorded_spec(None) is None
-    assert _recorded_spec("ltchm (registry, untrained)") is None
-    spec = "models:/ltchm-lambda512/3 (sqlite:////data/mlruns.db; alias champion when encoded)"
-    assert _recorded_spec(spec) == ("models:/ltchm-lambda512/3", "sqlite:////data/mlruns.db")
-    assert _recorded_spec("pretrained:cpu-2h/512") == ("pretrained:cpu-2h/512", None)
-    assert _recorded_spec("/nowhere/model.pt") is None
+from pipeline.scenes.decompress import main
 
 
 def test_decoded_from_the_model_the_file_names(tmp_path: Path, monkeypatch, capsys) -> None:
