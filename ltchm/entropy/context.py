@@ -3,7 +3,7 @@ order) and the two-pass checkerboard context of He et al. (2021)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from compressai.layers import CheckerboardMaskedConv2d, MaskedConv2d
@@ -35,6 +35,17 @@ class ContextModel(nn.Module):
         self.mode = mode
         conv = MaskedConv2d if mode == "autoregressive" else CheckerboardMaskedConv2d
         self.conv = conv(N, 2 * N, kernel_size, padding=kernel_size // 2, mask_type="A")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # The convolution's mask is a buffer, so a state dict carries it; but it is this
+        # model's structure, not a learned value. Initialising an autoregressive model from a
+        # checkerboard one (train --init-from) would otherwise install the checkerboard mask:
+        # positions would see rows below them, and the raster-order decoder could not
+        # reproduce what the encoder saw.
+        key = prefix + "conv.mask"
+        if key in state_dict:
+            state_dict[key] = self.conv.mask.detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, y_hat: Tensor) -> Tensor:
         ctx: Tensor = self.conv(y_hat)
