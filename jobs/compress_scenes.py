@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from jobs.output_lock import OutputDirError, locked_output
 from jobs.ray_cluster import ray_session
+from ltchm.atomic import check_output_dir
 from ltchm.cli_options import (
     add_address,
     add_config,
@@ -136,6 +137,7 @@ def compress_scenes(
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir).resolve()
+    check_output_dir(out_dir)
     scenes, bad = list_scenes(inputs)
     if not scenes:  # before loading a model (seconds) or starting Ray
         why = "; ".join(r if n in r else f"{n}: {r}" for n, r in bad[:3])

@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, cast
 
 from jobs.output_lock import OutputDirError, locked_output
 from jobs.ray_cluster import ray_session
-from ltchm.atomic import atomic_write_text
+from ltchm.atomic import atomic_write_text, check_output_dir
 from ltchm.cli_options import add_address, add_config, add_progress, config_default
 from ltchm.config import ConfigError, PreprocessConfig, load_config
 from pipeline.archives import LAYOUTS, ArchiveError
@@ -243,6 +244,7 @@ def preprocess(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir).resolve()
+    check_output_dir(out_dir)
     plan = make_plan(inputs, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     with locked_output(out_dir, STATE_DIR, "preprocess"):
@@ -344,6 +346,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ltchm preprocess: error: {exc}", file=sys.stderr)
         return 2
     print(result.summary())
+    if not sum(result.manifest["samples"].values()):
+        # an empty set of shards is a failed job, whatever each image's reason
+        reasons = Counter(s["reason"] for s in result.manifest.get("skipped", []))
+        why = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(2)) or "no image"
+        print(
+            f"ltchm preprocess: error: no sample written ({why}); see "
+            f"{result.out_dir / MANIFEST} 'skipped'",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.training.dsconfig import deepspeed_config
+from ltchm.atomic import check_output_dir
 from ltchm.cli_options import (
     add_address,
     add_config,
@@ -116,9 +117,10 @@ def check_init(configs: list[Config]) -> None:
         cfg.train.init_from = str(Path(spec).resolve())
 
 
-def check_shards(shards: Path) -> None:
-    """Raise ``FileNotFoundError`` unless ``shards`` is a finished preprocessing output."""
-    from pipeline.loader import shard_urls
+def check_shards(shards: Path, checksums: bool = True) -> None:
+    """Raise ``FileNotFoundError`` unless ``shards`` is a finished preprocessing output, and
+    ``ValueError`` when a train or val shard differs from its manifest."""
+    from pipeline.loader import shard_urls, verify_shards
 
     if not shards.exists():
         raise FileNotFoundError(f"shards not found: {shards}")
@@ -126,6 +128,8 @@ def check_shards(shards: Path) -> None:
     missing = [u for u in urls if not Path(u).is_file()]
     if missing:
         raise FileNotFoundError(f"{shards}: the manifest lists missing shards: {missing[:3]}")
+    if shards.is_dir():
+        verify_shards(shards, ("train", "val"), checksums=checksums)
 
 
 def cpus_per_worker(cfg: Config) -> int:
@@ -301,11 +305,12 @@ def plan_runs(configs: list[Config], shards: Path) -> TrainingPlan:
     from ltchm.tracking import check_tracking, ensure_experiment, resolve_tracking_uri
 
     shards = Path(shards).resolve()
-    check_shards(shards)
+    base = configs[0]
+    check_output_dir(base.train.out)
+    check_shards(shards, checksums=base.data.verify_shards)
     check_init(configs)
     for cfg in configs:
         deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
-    base = configs[0]
     uri = resolve_tracking_uri(base.tracking.tracking_uri)
     check_tracking(uri)
     exp_id = ensure_experiment(uri, base.tracking.experiment, base.tracking.artifact_location)

@@ -11,7 +11,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_output",
+    "check_output_dir",
+]
 
 
 @contextlib.contextmanager
@@ -78,3 +84,9 @@ def check_output(
             f"{target}: unsupported output format {target.suffix or '(no suffix)'!r}; "
             f"use one of {', '.join(suffixes)}"
         )
+
+
+def check_output_dir(out: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Refuse an output folder that is an existing file: ``ValueError`` naming it."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"{flag} {out} is a file; name a folder")

@@ -191,6 +191,11 @@ class DataConfig(_Section):
     epoch_length: int = Field(
         10_000, ge=1, description="samples per resampled epoch per training process (rank)"
     )
+    verify_shards: bool = Field(
+        True,
+        description="check every shard's sha256 against the manifest before training starts "
+        "(about 2 s per GB on one core); false: sizes only",
+    )
 
 
 class ScenesConfig(_Section):

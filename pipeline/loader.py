@@ -52,13 +52,61 @@ def shard_urls(shards: str | Path | Sequence[str], split: str = "train") -> list
                 raise FileNotFoundError(
                     f"{path}: no {MANIFEST}; is the preprocessing job finished?"
                 )
-            entries = json.loads(manifest.read_text())["shards"]
+            entries = read_manifest(path)["shards"]
             urls = [str(path / s["name"]) for s in entries if s["split"] == split]
         else:
             urls = [str(shards)]  # a URL or brace pattern; webdataset expands it
     if not urls:
         raise FileNotFoundError(f"no {split!r} shards in {shards}")
     return urls
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a preprocessing output; ``ValueError`` naming the file when
+    it is not one."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid manifest ({exc})") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict) and {"name", "split", "sha256", "bytes"} <= s.keys() for s in shards
+    ):
+        raise ValueError(f"{path}: not a manifest of ltchm preprocess (no valid 'shards' list)")
+    return manifest
+
+
+def verify_shards(folder: str | Path, splits: Sequence[str], checksums: bool = True) -> None:
+    """Check the shards of ``splits`` against the manifest before any work: present, of the
+    recorded size and, with ``checksums``, the recorded sha256. ``ValueError`` names the
+    first bad shard and what to do: a truncated or replaced shard otherwise fails minutes
+    later inside a training worker."""
+    import hashlib
+
+    folder = Path(folder)
+    for entry in read_manifest(folder)["shards"]:
+        if entry["split"] not in splits:
+            continue
+        path = folder / entry["name"]
+        if not path.is_file():
+            raise ValueError(f"{path}: listed in the manifest but missing; re-run ltchm preprocess")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise ValueError(
+                f"{path}: {size} bytes, the manifest records {entry['bytes']} (truncated or "
+                "replaced); re-run ltchm preprocess on the same inputs to rewrite it"
+            )
+        if checksums:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+            if h.hexdigest() != entry["sha256"]:
+                raise ValueError(
+                    f"{path}: sha256 differs from the manifest (corrupt or replaced); re-run "
+                    "ltchm preprocess on the same inputs to rewrite it"
+                )
 
 
 class RandomCropFlip:

@@ -378,3 +378,20 @@ def test_registered_in_the_cli(capsys):
         cli(["preprocess", "--help"])
     assert exit_.value.code == 0
     assert "ARCHIVE_OR_DIR" in capsys.readouterr().out
+
+
+def test_nothing_written_is_a_failure_and_a_file_is_no_output_folder(tmp_path, capsys) -> None:
+    """Every image unusable: the manifest says why, and the job fails (it used to print
+    'Wrote 1 shards' and exit 0 with no sample). ``--out`` naming a file: one line."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"img{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    assert main([str(junk), "--out", str(out), "--local", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no sample written (3 x unreadable image" in err and err.count("\n") == 1, err
+    assert len(json.loads((out / "manifest.json").read_text())["skipped"]) == 3
+    (tmp_path / "file").write_text("x")
+    assert main([str(junk), "--out", str(tmp_path / "file"), "--local"]) == 2
+    assert "is a file; name a folder" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,6 +192,40 @@ def test_bad_inputs_are_clear_errors(tmp_path, shards, train_config, capsys) -> 
     assert time.time() - t0 < 60  # before any training starts
     assert main([*argv, "--workers", "3", "--tracking-uri", uri]) == 2  # batch 4 over 3
     assert "not divisible" in capsys.readouterr().err
+
+
+def test_shards_that_differ_from_their_manifest_fail_before_training(
+    tmp_path, shards, train_config, capsys
+) -> None:
+    """Truncated, junk or replaced shards and a broken manifest: one line naming the file,
+    before Ray or MLflow start (they used to fail minutes later inside a worker)."""
+    uri = _uri(tmp_path)
+    argv = ["train", "--config", str(train_config), "--tracking-uri", uri]
+    (tmp_path / "file").write_text("x")
+    assert main([*argv, "--shards", str(shards), "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'file'} is a file" in err
+    manifest = json.loads((shards / "manifest.json").read_text())
+    name = next(s["name"] for s in manifest["shards"] if s["split"] == "train")
+    for case in ("truncated", "junk", "manifest"):
+        copy = tmp_path / case
+        shutil.copytree(shards, copy)
+        tar = copy / name
+        if case == "truncated":
+            tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+            says = "truncated or replaced"
+        elif case == "junk":
+            tar.write_bytes(bytes(tar.stat().st_size))  # same size, other bytes
+            says = "sha256 differs from the manifest"
+        else:
+            (copy / "manifest.json").write_text("{not json")
+            says = "not a valid manifest"
+        t0 = time.time()
+        assert main([*argv, "--shards", str(copy), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and str(copy) in err and err.count("\n") == 1, err
+        assert time.time() - t0 < 30
+    assert not (tmp_path / "mlruns.db").exists()  # nothing started
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shards, capsys) -> None:
