@@ -72,13 +72,21 @@ def _run(client: MlflowClient, name: str = "lambda_512"):
     return run
 
 
-def _train_workers() -> list[psutil.Process]:
-    """The processes of Ray Train's worker actors."""
+def _train_workers(root: int) -> list[psutil.Process]:
+    """The processes of Ray Train's worker actors under ``root`` (the job's own private Ray
+    is its child): never another job's workers on the same machine, nor the DataLoader
+    processes the actors fork (which carry the actor's name too)."""
+
+    def is_worker(p: psutil.Process) -> bool:
+        return "RayTrainWorker" in " ".join(p.cmdline())
+
     procs = []
-    for p in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if "RayTrainWorker" in " ".join(p.info["cmdline"] or []):
-                procs.append(p)
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.Process(root).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                parent = p.parent()
+                if is_worker(p) and not (parent is not None and is_worker(parent)):
+                    procs.append(p)
     return procs
 
 
@@ -115,7 +123,7 @@ def test_two_workers_killed_resumed_registered_and_coding(
             time.sleep(0.5)
         workers = []
         while not workers:
-            workers = _train_workers()
+            workers = _train_workers(proc.pid)
             time.sleep(0.2)
         workers[-1].send_signal(signal.SIGKILL)
         output = proc.communicate(timeout=900)[0].decode()
