@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ltchm.codec.container import ContainerError
 
@@ -145,6 +145,26 @@ class SceneHeader(_Strict):
     model: ModelInfo
     source: SourceInfo
     created_by: str = "ltchm"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SceneHeader:
+        # a crafted or damaged header must fail here, by name, not deep in the decoder
+        per_band: dict[str, list[Any]] = {
+            "nodata": self.nodata, "colorinterp": self.colorinterp,
+            "descriptions": self.descriptions, "units": self.units, "scales": self.scales,
+            "offsets": self.offsets, "band_tags": self.band_tags,
+        }  # fmt: skip
+        for key, values in per_band.items():
+            if len(values) != self.count:
+                raise ValueError(f"{key} lists {len(values)} bands, the scene has {self.count}")
+        used = [b for g in self.groups for b in g] + list(self.mask.bands)
+        used += [self.alpha_band] if self.alpha_band is not None else []
+        bad = [b for b in used if not 1 <= b <= self.count]
+        if bad:
+            raise ValueError(f"band {bad[0]} does not exist (the scene has {self.count})")
+        if any(not 1 <= len(g) <= 3 for g in self.groups):
+            raise ValueError("a band group holds more than 3 bands or none")
+        return self
 
     @property
     def coded_bands(self) -> list[int]:

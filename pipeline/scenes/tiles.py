@@ -151,6 +151,16 @@ class TileCoder:
                 f"{len(header.groups)}"
             )
         coded = [g for g, s in enumerate(record.groups) if s]
+        expected = (
+            -(-h // self.stride) * self.stride // 64,
+            -(-w // self.stride) * self.stride // 64,
+        )
+        if coded and tuple(record.shape) != expected:
+            # before decompress allocates anything: a crafted latent size asks for any memory
+            raise ValueError(
+                f"tile {index}: a {record.shape[1]}x{record.shape[0]} latent for a {w}x{h} "
+                f"tile (expected {expected[1]}x{expected[0]}): the file is corrupted"
+            )
         if coded:
             n_streams = len(record.groups[coded[0]])
             strings = [[record.groups[g][k] for g in coded] for k in range(n_streams)]
@@ -174,16 +184,30 @@ class TileCoder:
         if header.mask.planes:
             n = header.mask.planes * oh * ow
             if record.mask:
-                bits = np.frombuffer(zlib.decompress(record.mask), dtype=np.uint8)
+                bits = np.frombuffer(_inflate(record.mask, -(-n // 8), index), dtype=np.uint8)
                 planes = np.unpackbits(bits, count=n).astype(bool)
                 planes = planes.reshape(header.mask.planes, oh, ow)
             else:
                 planes = np.ones((header.mask.planes, oh, ow), dtype=bool)
         alpha = None
         if header.alpha_band is not None:
-            raw = zlib.decompress(record.alpha)
+            size = oh * ow * np.dtype(header.dtype).itemsize
+            raw = _inflate(record.alpha, size, index)
             alpha = np.frombuffer(raw, dtype=header.dtype).reshape(oh, ow)
         return DecodedTile(values, present, planes, alpha)
+
+
+def _inflate(data: bytes, size: int, index: int) -> bytes:
+    """zlib data that must inflate to exactly ``size`` bytes, never more held in memory (a
+    crafted plane could otherwise inflate without bound)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, size + 1)
+    except zlib.error as exc:
+        raise ValueError(f"tile {index}: lossless plane unreadable ({exc}): corrupted") from None
+    if len(out) != size or d.unconsumed_tail:
+        raise ValueError(f"tile {index}: lossless plane of the wrong size: the file is corrupted")
+    return out
 
 
 def _owned_slice(grid: SceneGrid, index: int) -> tuple[int, int, int, int]:

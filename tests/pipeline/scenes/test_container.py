@@ -169,3 +169,19 @@ def test_tile_table_inconsistent_with_payload():
         unpack_tile(data + b"extra")
     with pytest.raises(ContainerError, match="truncated"):
         unpack_tile(data[:3])
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"count": 3}, "nodata lists 4 bands, the scene has 3"),
+        ({"groups": [[1, 2, 3], [5]]}, "band 5 does not exist"),
+        ({"alpha_band": 9}, "band 9 does not exist"),
+        ({"groups": [[1, 2, 3, 4]]}, "more than 3 bands"),
+    ],
+)
+def test_a_header_inconsistent_with_its_band_count_is_named(update, message) -> None:
+    """A crafted header used to fail deep in the decoder ("list index out of range")."""
+    raw = _header().model_dump() | update
+    with pytest.raises(ContainerError, match=message):
+        SceneHeader.from_json(json.dumps(raw).encode())
