@@ -61,6 +61,12 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
         raise
     except Exception as exc:
         raise ImageFormatError(f"{path}: not a readable image ({exc})") from None
+    frames = int(getattr(img, "n_frames", 1))
+    if frames > 1:
+        raise ImageFormatError(
+            f"{path}: animated image of {frames} frames; the image codec codes one image. "
+            "Extract the frame to code (e.g. as PNG) first."
+        )
     bits = _bits_per_sample(img, path)
     if bits > 8:
         # Pillow reads 48-bit RGB TIFF/PNG as "RGB", keeping only the top 8 bits of each pixel

@@ -22,6 +22,26 @@ def _tag(ckpt_dir: Path) -> str:
     return tags[-1]
 
 
+def _vet(tag_dir: Path) -> None:
+    """Prove every file of the checkpoint holds only tensors, plain values and DeepSpeed's
+    own state classes before DeepSpeed's ``zero_to_fp32`` unpickles them without
+    restriction (it passes ``weights_only=False``): checkpoints live on shared storage, and
+    a replaced file must not be able to run code here."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    with torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):
+        for path in sorted(tag_dir.glob("*.pt")):
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:  # pickle.UnpicklingError and what torch raises for it
+                raise ValueError(
+                    f"{path}: refused: it holds more than tensors and DeepSpeed's state "
+                    f"({str(exc).splitlines()[0][:200]})"
+                ) from None
+
+
 def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     """The model's full state dict in fp32.
 
@@ -34,8 +54,8 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     ckpt_dir = Path(ckpt_dir)
     tag = _tag(ckpt_dir)
     module_file = ckpt_dir / tag / "mp_rank_00_model_states.pt"
-    # a DeepSpeed file of tensors and plain Python values, written by this job
-    saved = torch.load(module_file, map_location="cpu", weights_only=False)
+    _vet(ckpt_dir / tag)
+    saved = torch.load(module_file, map_location="cpu", weights_only=True)
     state = dict(saved.get("module") or {})
     # zero_to_fp32 prints its progress ("Processing zero checkpoint ..."): not the user's
     with contextlib.redirect_stdout(io.StringIO()):

@@ -458,6 +458,11 @@ def test_docker_compose_alternative() -> None:
         named = {v.split(":")[0] for v in service.get("volumes", [])}
         assert named <= set(compose.get("volumes", {})), f"{name}: undeclared volume"
     mlflow = services["mlflow"]
+    # no authentication of its own: published on loopback unless the operator says otherwise
+    assert mlflow["ports"] == ["${MLFLOW_PUBLISH:-127.0.0.1}:5000:5000"]
+    assert all(
+        p.startswith(("127.0.0.1:", "${")) for s in services.values() for p in s.get("ports", [])
+    )
     assert mlflow["image"].endswith(f":{_pins()['mlflow']}")
     params = _mlflow_server_params(mlflow["command"])
     assert params["serve_artifacts"] and params["artifacts_destination"].startswith("s3://")

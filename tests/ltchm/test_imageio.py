@@ -68,3 +68,10 @@ def test_georeferenced_inputs_are_recognised(scenes_dir: Path, ucm_dir: Path, tm
     assert not is_georeferenced(tmp_path / "a.png")
     (tmp_path / "a.pgw").write_text("1\n0\n0\n-1\n0\n0\n")  # a world file beside it
     assert is_georeferenced(tmp_path / "a.png")
+
+
+def test_an_animated_image_is_refused_not_cut_to_its_first_frame(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (0, 128, 255)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageFormatError, match="animated image of 3 frames"):
+        read_image(tmp_path / "a.gif")
