@@ -33,7 +33,13 @@ from typing import Any, cast
 from jobs.output_lock import OutputDirError, locked_output
 from jobs.ray_cluster import ray_session
 from ltchm.atomic import atomic_write_text, check_output_dir
-from ltchm.cli_options import add_address, add_config, add_progress, config_default
+from ltchm.cli_options import (
+    add_address,
+    add_config,
+    add_overwrite,
+    add_progress,
+    config_default,
+)
 from ltchm.config import ConfigError, PreprocessConfig, load_config
 from pipeline.archives import LAYOUTS, ArchiveError
 from pipeline.plan import Plan, ShardPlan, config_dict, make_plan
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, help="shard tasks in flight (default: the cluster's CPUs)"
     )
     add_address(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace another job's shards")
+    add_overwrite(parser, help="replace another job's shards in --out")
     add_progress(parser)
     parser.add_argument(
         "--local", action="store_true", help="no Ray: write the shards in this process"

@@ -65,9 +65,11 @@ def check_output(
     out: str | os.PathLike[str],
     *inputs: str | os.PathLike[str],
     suffixes: tuple[str, ...] | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Refuse, before any work, an output that would replace one of the command's inputs, is
-    a folder, or has a suffix other than ``suffixes``: ``ValueError`` naming it."""
+    a folder, has a suffix other than ``suffixes``, or exists (unless ``overwrite``):
+    ``ValueError`` naming it."""
     target = Path(out)
     if target.is_dir():
         raise ValueError(f"{target} is a folder; name the file to write")
@@ -79,6 +81,8 @@ def check_output(
         )
         if same:
             raise ValueError(f"{target} is the input file; writing it would destroy the input")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} exists; pass --overwrite to replace it")
     if suffixes is not None and target.suffix.lower() not in suffixes:
         raise ValueError(
             f"{target}: unsupported output format {target.suffix or '(no suffix)'!r}; "

@@ -89,3 +89,12 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bar",
     )
+
+
+def add_overwrite(parser: argparse.ArgumentParser, *, help: str | None = None) -> None:
+    """``--overwrite``: replace an existing output (refused by default)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=help or "replace the output file if it exists (never an input)",
+    )

@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ltchm.cli_options import add_config, add_device, add_model, add_tracking_uri
+from ltchm.cli_options import (
+    add_config,
+    add_device,
+    add_model,
+    add_overwrite,
+    add_tracking_uri,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +49,7 @@ def encode_main(argv: list[str] | None = None) -> int:
     _model_args(parser)
     parser.add_argument("--tile-size", type=int, default=1024, help="code larger images in tiles")
     parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
     from ltchm.atomic import atomic_write_bytes, check_output
     from ltchm.codec.image import ImageCodec, bits_per_pixel
@@ -50,7 +57,7 @@ def encode_main(argv: list[str] | None = None) -> int:
     from ltchm.codec.store import store_model
     from ltchm.imageio import is_georeferenced, read_image
 
-    check_output(args.out, args.image)
+    check_output(args.out, args.image, overwrite=args.overwrite)
     x = read_image(args.image, drop_alpha=args.drop_alpha)
     if is_georeferenced(args.image):
         print(
@@ -88,6 +95,7 @@ def decode_main(argv: list[str] | None = None) -> int:
         "--info", action="store_true", help="print what the file records (JSON) and exit"
     )
     _model_args(parser, required=False)
+    add_overwrite(parser)
     args = parser.parse_args(argv)
     if args.out is None and not args.info:
         parser.error("the output image is required (or --info)")
@@ -95,7 +103,7 @@ def decode_main(argv: list[str] | None = None) -> int:
     from ltchm.codec.container import ContainerError, unpack
 
     if args.out is not None:
-        check_output(args.out, args.input, suffixes=IMAGE_SUFFIXES)
+        check_output(args.out, args.input, suffixes=IMAGE_SUFFIXES, overwrite=args.overwrite)
     data = args.input.read_bytes()
     try:
         f = unpack(data)

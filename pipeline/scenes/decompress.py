@@ -21,6 +21,7 @@ from ltchm.cli_options import (
     add_config,
     add_device,
     add_model,
+    add_overwrite,
     add_progress,
     add_tracking_uri,
     config_default,
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--info", action="store_true", help="print the file's header and exit")
     add_progress(parser)
+    add_overwrite(parser)
     args = parser.parse_args(argv)
     prog = "ltchm decompress-scene"
     from ltchm.codec.image import ModelMismatchError
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("OUT is required (or --info)")
         from ltchm.atomic import check_output
 
-        check_output(args.out, args.input, suffixes=(".tif", ".tiff"))
+        check_output(args.out, args.input, suffixes=(".tif", ".tiff"), overwrite=args.overwrite)
         cfg = load_config(args.config).scenes
         with SceneReader(args.input) as r:
             header = r.header

@@ -81,6 +81,14 @@ def test_outputs_never_replace_inputs(tmp_path, store, checkpoints, ucm_dir, cap
         assert main(["decode", str(ltc), str(out)]) == 1
         assert says in capsys.readouterr().err
     assert ltc.read_bytes() == packed
+    # an existing output is replaced only when asked
+    assert main(["encode", str(image), str(ltc), "--model", ckpt]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["encode", str(image), str(ltc), "--model", ckpt, "--overwrite"]) == 0
+    png = tmp_path / "a.png"
+    assert main(["decode", str(ltc), str(png)]) == 0
+    assert main(["decode", str(ltc), str(png)]) == 1
+    assert main(["decode", str(ltc), str(png), "--overwrite"]) == 0
 
 
 def test_decode_corrupt_file(tmp_path, store, capsys) -> None:
