@@ -168,6 +168,12 @@ class PreprocessConfig(_Section):
         1, ge=0, le=9, description="zlib level; on aerial tiles 1 is faster than 6 and as small"
     )
     max_image_pixels: int = Field(2**30, ge=1, description="larger images are skipped, reported")
+    max_worker_memory: int = Field(
+        2 * 2**30,
+        ge=2**26,
+        description="bytes one worker may use to decode an image: larger rasters are tiled by "
+        "windowed reads, other formats over it are skipped and reported",
+    )
 
     @model_validator(mode="after")
     def _ratios(self) -> PreprocessConfig:

@@ -31,6 +31,7 @@ from pipeline.archives import MemberError, MemberReader, file_sha256, require_pr
 from pipeline.decode import DecodeError, RGBImage, decode_image
 from pipeline.plan import FORMAT, ImageEntry, Plan, ShardPlan, config_dict
 from pipeline.tiling import pad_to, skip_reason, tile_grid
+from pipeline.windowed import RasterInfo, decode_bytes, raster_tiles, read_header
 
 __all__ = [
     "MANIFEST",
@@ -116,7 +117,7 @@ def _meta(
     y: int,
     w: int,
     h: int,
-    image: RGBImage,
+    image: RGBImage | RasterInfo,
     cfg: PreprocessConfig,
     whole: bool,
     padding: dict[str, Any] | None,
@@ -147,12 +148,63 @@ def _meta(
     }
 
 
+def _windowed_samples(
+    entry: ImageEntry, source: bytes | Path, cfg: PreprocessConfig, stats: dict[str, Any]
+) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """The train tiles of a raster too large to decode whole, one window at a time."""
+    timings = stats["timings"]
+    t0 = time.perf_counter()
+    info, tiles = raster_tiles(
+        source,
+        layout=entry.layout,
+        tile=cfg.tile_size,
+        stride=cfg.stride,
+        rgb_bands=cfg.rgb_bands,
+        percentiles=cfg.stretch_percentiles,
+    )
+    info.conversions.append("read by windows (over preprocess.max_worker_memory whole)")
+    for note in info.conversions:
+        stats["conversions"][note] += 1
+    timings["decode"] += time.perf_counter() - t0
+    for x, y, tile, tvalid in tiles:
+        t0 = time.perf_counter()
+        reason = skip_reason(tile, tvalid, cfg.skip_nodata_fraction, cfg.skip_constant_std)
+        timings["tile"] += time.perf_counter() - t0
+        if reason:
+            stats["tiles_skipped"][reason] += 1
+            continue
+        key = f"{entry.key}_x{x:05d}_y{y:05d}"
+        h, w = tile.shape[:2]
+        meta = _meta(entry, key, x, y, w, h, info, cfg, False, None, tvalid)
+        t0 = time.perf_counter()
+        data = encode_image(tile, cfg)
+        timings["encode"] += time.perf_counter() - t0
+        yield key, meta, data
+
+
 def _samples(
     entry: ImageEntry, source: bytes | Path, cfg: PreprocessConfig, stats: dict[str, Any]
 ) -> Iterator[tuple[str, dict[str, Any], bytes]]:
     """Yield ``(key, metadata, encoded image)`` for one image; update ``stats``."""
     timings = stats["timings"]
     t0 = time.perf_counter()
+    whole = entry.split not in cfg.tile_splits
+    header = read_header(source, entry.member.path)
+    need = decode_bytes(header)
+    if need > cfg.max_worker_memory:
+        if header.windowed and not whole and min(header.width, header.height) >= cfg.tile_size:
+            yield from _windowed_samples(entry, source, cfg, stats)
+            return
+        why = (
+            "a whole-image split keeps it in one piece"
+            if header.windowed
+            else "its format cannot be read by windows"
+        )
+        raise DecodeError(
+            f"{header.width}x{header.height}: decoding it needs about {need / 2**30:.1f} GiB, "
+            f"over preprocess.max_worker_memory ({cfg.max_worker_memory / 2**30:.1f} GiB), "
+            f"and {why}"
+        )
     image = decode_image(
         source,
         entry.member.path,
@@ -165,7 +217,6 @@ def _samples(
     for note in image.conversions:
         stats["conversions"][note] += 1
     size = cfg.tile_size
-    whole = entry.split not in cfg.tile_splits
     small = image.width < size or image.height < size
     if small and cfg.small_image == "skip":
         raise DecodeError(

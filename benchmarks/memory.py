@@ -1,0 +1,108 @@
+"""Peak memory of ``ltchm preprocess`` against image size: generated images from 4 Mpx to
+1 Gpx, small on disk (a sparse tiled GeoTIFF, an all-zero PNG), each preprocessed alone in
+its own process (``--local``: the worker's decoding in the measured process); peak RSS from
+``wait4``. Baseline, in the same run: the same inputs with ``preprocess.max_worker_memory``
+set beyond any image, which is the whole-image decoding every image had before.
+
+    python benchmarks/memory.py [--sizes 2048,8192,32768] [--skip-baseline-above 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+_GEN = r"""
+import sys, numpy as np, rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+from PIL import Image
+kind, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if kind == "tif":
+    prof = dict(driver="GTiff", height=n, width=n, count=3, dtype="uint8", crs="EPSG:32633",
+                transform=from_origin(500000, 4600000, 1, 1), tiled=True, blockxsize=512,
+                blockysize=512, compress="deflate", sparse_ok=True, nodata=0)
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **prof) as d:  # content in two corners, the rest sparse
+        d.write(rng.integers(1, 255, (3, 512, 512), dtype=np.uint8), window=Window(0, 0, 512, 512))
+        d.write(rng.integers(1, 255, (3, 512, 512), dtype=np.uint8),
+                window=Window(n - 512, n - 512, 512, 512))
+else:
+    Image.MAX_IMAGE_PIXELS = None
+    Image.fromarray(np.zeros((n, n, 3), np.uint8)).save(path, compress_level=9)
+"""
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, float, int]:
+    """(peak RSS in MiB, seconds, exit code) of a command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0, proc.returncode
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="2048,8192,32768", help="image sides")
+    p.add_argument("--skip-baseline-above", type=int, default=0,
+                   help="no baseline run for sides above this (0: run every one)")  # fmt: skip
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ltchm-mem-") as tmp:
+        work = Path(tmp)
+        # every image to the train split (tiled), where windowed reading applies
+        train = "preprocess:\n  split_ratios: [1.0, 0.0, 0.0]\n"
+        (work / "platform.yaml").write_text(train)
+        (work / "baseline.yaml").write_text(train + "  max_worker_memory: 1099511627776\n")
+        for n in (int(s) for s in args.sizes.split(",")):
+            for kind in ("tif", "png"):
+                side = n if kind == "tif" else min(n, 30000)
+                src = work / f"{kind}{side}" / f"scene.{kind}"
+                src.parent.mkdir()
+                subprocess.run([sys.executable, "-c", _GEN, kind, str(side), str(src)], check=True)
+                row = {"input": f"{kind.upper()} {side}x{side}", "mpx": side * side / 1e6,
+                       "file_kb": src.stat().st_size / 1024}  # fmt: skip
+                variants = {"platform": ["--config", str(work / "platform.yaml")]}
+                if not args.skip_baseline_above or side <= args.skip_baseline_above:
+                    variants["baseline"] = ["--config", str(work / "baseline.yaml")]
+                for name, extra in variants.items():
+                    out = work / f"out-{kind}{side}-{name}"
+                    cmd = [sys.executable, "-m", "jobs.preprocess", str(src.parent), "--out",
+                           str(out), "--local", "--no-progress", "--shard-max-bytes", "50000000",
+                           "--split-seed", "0", *extra]  # fmt: skip
+                    mib, secs, rc = peak_rss(cmd)
+                    manifest = out / "manifest.json"
+                    samples = (
+                        sum(json.loads(manifest.read_text())["samples"].values())
+                        if manifest.is_file()
+                        else 0
+                    )
+                    row[name] = {"peak_mib": round(mib), "seconds": round(secs, 1), "exit": rc,
+                                 "samples": samples}  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| input | Mpx | file | platform peak RSS | s | samples | baseline peak RSS | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b = r.get("baseline")
+        base = f"{b['peak_mib']} MiB | {b['seconds']}" if b else "not run |"
+        pl = r["platform"]
+        print(f"| {r['input']} | {r['mpx']:.0f} | {r['file_kb']:.0f} KB | {pl['peak_mib']} MiB "
+              f"| {pl['seconds']} | {pl['samples']} | {base} |")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
