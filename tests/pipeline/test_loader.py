@@ -101,3 +101,28 @@ def test_iter_images_yields_whole_images(val_dir):
     assert first.dtype == torch.uint8
     assert torch.equal(first.float().div(255), got[0][0])
     assert len(list(iter_images(val_dir, "val", limit=2))) == 2
+
+
+def test_verify_shards_checks_all_or_a_sample(tmp_path) -> None:
+    import hashlib
+
+    from pipeline.loader import verify_shards
+
+    names = [f"train-{i:06d}.tar" for i in range(3)]
+    entries = []
+    for name in names:
+        data = name.encode() * 10
+        (tmp_path / name).write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        entries.append({"name": name, "split": "train", "bytes": len(data), "sha256": sha})
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": entries}))
+    verify_shards(tmp_path, ("train",))
+    middle = tmp_path / names[1]
+    middle.write_bytes(bytes(middle.stat().st_size))  # same size, other bytes
+    verify_shards(tmp_path, ("train",), checksums=False)  # the sample: first and last only
+    with pytest.raises(ValueError, match=f"{names[1]}: sha256 differs"):
+        verify_shards(tmp_path, ("train",))
+    first = tmp_path / names[0]
+    first.write_bytes(bytes(first.stat().st_size))
+    with pytest.raises(ValueError, match=f"{names[0]}: sha256 differs"):
+        verify_shards(tmp_path, ("train",), checksums=False)
