@@ -157,6 +157,31 @@ def _parallel_runs(configs: list[Config]) -> int:
     return max(1, min(fit, len(configs)))
 
 
+def remove_orphan_checkpoints(run_dir: Path) -> list[str]:
+    """Remove checkpoint folders Ray Train never registered (a worker killed while writing
+    one); return their names. Only while no trainer writes there: before and after a fit."""
+    import shutil
+
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    if not run_dir.is_dir():
+        return []
+    try:
+        registered = {
+            c["checkpoint_dir_name"]
+            for c in json.loads(snapshot.read_text()).get("checkpoint_results", [])
+        }
+    except FileNotFoundError:
+        registered = set()
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return []  # Ray's own state unreadable: touch nothing
+    orphans = sorted(
+        p.name for p in run_dir.glob("checkpoint_*") if p.is_dir() and p.name not in registered
+    )
+    for name in orphans:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    return orphans
+
+
 def _fit(
     cfg: Config,
     shards: Path,
@@ -200,7 +225,12 @@ def _fit(
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
     )
-    return trainer.fit()
+    run_dir = storage / f"lambda_{cfg.loss.lmbda:g}"
+    remove_orphan_checkpoints(run_dir)  # a resumed run: what a killed writer left
+    try:
+        return trainer.fit()
+    finally:
+        remove_orphan_checkpoints(run_dir)  # a worker killed while writing, in this run
 
 
 def _finish_ray(

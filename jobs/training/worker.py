@@ -143,7 +143,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.train.aux_lr)
     criterion = RateDistortionLoss(cfg.loss.lmbda, cfg.loss.metric)
 
-    step, resumed_from = 0, None
+    step, resumed_from, logged_until = 0, None, 0
     with session.resume_dir() as d:
         if d is not None:
             _, client = engine.load_checkpoint(d, load_module_strict=True)
@@ -160,6 +160,10 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
 
         logger = MetricLogger(loop["tracking_uri"], loop["run_id"])
         logger.client.set_tag(loop["run_id"], "ltchm.rank_nodes", json.dumps(nodes))
+        # A restarted worker group redoes the steps after its checkpoint (or all of them when
+        # killed before the first one): those steps are already in the run, never log twice.
+        history = logger.client.get_metric_history(loop["run_id"], "loss")
+        logged_until = max((m.step for m in history), default=0)
         if resumed_from is not None:
             logger.client.set_tag(loop["run_id"], f"resumed_from_step.{time.time():.0f}",
                                   str(resumed_from))  # fmt: skip
@@ -222,7 +226,8 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         step += 1
         metrics = {k: v.detach().item() for k, v in out.items()}
         metrics |= {"aux_loss": aux_loss.detach().item(), "lr": lr}
-        if logger is not None and (step % cfg.train.log_every == 0 or step == 1):
+        fresh = step > logged_until
+        if logger is not None and fresh and (step % cfg.train.log_every == 0 or step == 1):
             now = time.perf_counter()
             metrics["seconds_per_step"] = (now - t_last) / (step - step_last)
             t_last, step_last = now, step
@@ -243,7 +248,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
             break
         if snapshots and snapshotting:
             _snapshot(engine.module, snapshots, step, cfg.loss.lmbda, loop.get("run_id"))
-        if logger and val_images and validating:
+        if logger and val_images and validating and fresh:
             from jobs.training.validation import validate
 
             logger.log(validate(engine.module, val_images), step)

@@ -143,6 +143,12 @@ def test_two_workers_killed_resumed_registered_and_coding(
     assert resumed and all(int(v) % 10 == 0 and 0 < int(v) < 40 for v in resumed), run.data.tags
     losses = _history(client, rid, "loss")
     assert sorted(losses) == list(range(1, 41))
+    steps = [m.step for m in client.get_metric_history(rid, "loss")]
+    assert len(steps) == len(set(steps)), "a step logged twice after the restart"
+    # nothing but registered checkpoints left in Ray's storage
+    run_dir = out / "ray" / "lambda_512"
+    registered = {c["checkpoint_dir_name"] for c in _registered_checkpoints(run_dir)}
+    assert {p.name for p in run_dir.glob("checkpoint_*")} == registered
     first, last = [losses[s] for s in range(1, 11)], [losses[s] for s in range(31, 41)]
     assert sum(last) < 0.7 * sum(first), losses
     for key in ("bpp", "mse", "aux_loss", "lr", "val_bpp", "val_psnr", "val_bpp_estimated"):
@@ -295,3 +301,24 @@ def test_one_store_from_preprocess_to_decode_in_a_fresh_folder(
     assert main(["encode", image, "c.ltc", *bad]) == 1
     err = capsys.readouterr().err
     assert "nope" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unregistered_checkpoint_folders_are_removed(tmp_path) -> None:
+    from jobs.train import remove_orphan_checkpoints
+
+    run = tmp_path / "lambda_512"
+    for name in ("checkpoint_a", "checkpoint_b", "checkpoint_half"):
+        (run / name).mkdir(parents=True)
+        (run / name / "x").write_text("x")
+    snapshot = {
+        "checkpoint_results": [{"checkpoint_dir_name": n} for n in ("checkpoint_a", "checkpoint_b")]
+    }
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps(snapshot))
+    assert remove_orphan_checkpoints(run) == ["checkpoint_half"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint_a", "checkpoint_b", "checkpoint_manager_snapshot.json"
+    ]  # fmt: skip
+    (run / "checkpoint_manager_snapshot.json").write_text("{half written")
+    (run / "checkpoint_c").mkdir()
+    assert remove_orphan_checkpoints(run) == []  # Ray's state unreadable: nothing touched
+    assert remove_orphan_checkpoints(tmp_path / "nowhere") == []
