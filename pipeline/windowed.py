@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.archives import RASTER_SUFFIXES
-from pipeline.decode import DecodeError, choose_bands
+from pipeline.decode import DecodeError, _pil_pixel_limit, choose_bands
+from pipeline.scenes.source import gdal_cache
 from pipeline.stretch import MAX_STAT_PIXELS, apply_stretch, stretch_params
 from pipeline.tiling import tile_grid
 
@@ -98,7 +99,10 @@ def read_header(source: bytes | Path | str, name: str) -> ImageHeader:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        with (
+            _pil_pixel_limit(),
+            Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im,
+        ):
             bands = len(im.getbands())
             size = 2 if im.mode.startswith(("I;16", "I")) else 4 if im.mode == "F" else 1
             return ImageHeader(im.width, im.height, bands, bands, size, False)
@@ -136,6 +140,8 @@ def raster_tiles(
     indexes = [b + 1 for b in bands]
     masked = any(MaskFlags.all_valid not in f for f in ds.mask_flag_enums)
     dtype = np.dtype(ds.dtypes[bands[0]])
+    # GDAL's block cache would otherwise grow to 5 % of the machine's memory with the scene
+    stack.enter_context(gdal_cache(ds.width, len(indexes) + 1, str(dtype)))
     info = RasterInfo(ds.width, ds.height, ds.count, str(dtype))
     if note:
         info.conversions.append(note)
