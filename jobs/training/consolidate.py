@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 __all__ = ["consolidate"]
+
+_VET_LOCK = threading.Lock()
 
 
 def _tag(ckpt_dir: Path) -> str:
@@ -31,7 +34,9 @@ def _vet(tag_dir: Path) -> None:
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
-    with torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):
+    # safe_globals edits one process-wide list and restores it on exit: rate points
+    # consolidate in parallel threads, so one thread's exit must not cut another's load short
+    with _VET_LOCK, torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):
         for path in sorted(tag_dir.glob("*.pt")):
             try:
                 torch.load(path, map_location="cpu", weights_only=True, mmap=True)
