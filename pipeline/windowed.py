@@ -25,7 +25,6 @@ import numpy as np
 
 from pipeline.archives import RASTER_SUFFIXES
 from pipeline.decode import DecodeError, _pil_pixel_limit, choose_bands
-from pipeline.scenes.source import gdal_cache
 from pipeline.stretch import MAX_STAT_PIXELS, apply_stretch, stretch_params
 from pipeline.tiling import tile_grid
 
@@ -127,6 +126,8 @@ def raster_tiles(
     from rasterio.errors import NotGeoreferencedWarning
     from rasterio.io import MemoryFile
     from rasterio.windows import Window
+
+    from pipeline.scenes.source import gdal_cache  # rasterio: not at import (fast --help)
 
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
