@@ -31,7 +31,14 @@ import numpy as np
 from pipeline.archives import RASTER_SUFFIXES
 from pipeline.stretch import percentile_stretch
 
-__all__ = ["DecodeError", "RGBImage", "choose_bands", "decode_image"]
+__all__ = [
+    "DecodeError",
+    "RGBImage",
+    "choose_bands",
+    "decode_image",
+    "open_raster",
+    "pil_pixel_limit",
+]
 
 _OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
@@ -89,7 +96,7 @@ def choose_bands(
 
 
 @contextlib.contextmanager
-def _pil_pixel_limit() -> Iterator[None]:
+def pil_pixel_limit() -> Iterator[None]:
     from PIL import Image
 
     # Pillow refuses > 179 Mpx as a decompression bomb; DOTA-v2 has 20000² scenes. The size is
@@ -115,7 +122,7 @@ def _read_pil(source: bytes | Path, max_pixels: int) -> tuple[np.ndarray, list[s
     from PIL import Image
 
     notes: list[str] = []
-    with _pil_pixel_limit():
+    with pil_pixel_limit():
         try:
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
                 im: Image.Image = opened
@@ -154,23 +161,30 @@ def _read_pil(source: bytes | Path, max_pixels: int) -> tuple[np.ndarray, list[s
     return arr, interp, notes
 
 
+def open_raster(stack: contextlib.ExitStack, source: bytes | Path | str) -> Any:
+    """Open a raster member (its bytes, or a path GDAL opens) inside ``stack``, with GDAL's
+    "not georeferenced" warning silenced for as long as the stack is open."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import MemoryFile
+
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    if isinstance(source, bytes):
+        return stack.enter_context(stack.enter_context(MemoryFile(source)).open())
+    return stack.enter_context(rasterio.open(source))
+
+
 def _read_raster(
     source: bytes | Path, layout: str, rgb_bands: Sequence[int] | None, max_pixels: int
 ) -> tuple[np.ndarray, np.ndarray | None, int, str | None, dict[str, Any] | None]:
     """Selected bands (H, W, 1|3), valid mask, band count, note, georeferencing."""
-    import rasterio
     from rasterio.enums import MaskFlags
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
-    from rasterio.io import MemoryFile
+    from rasterio.errors import RasterioError
 
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(warnings.catch_warnings())
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            if isinstance(source, bytes):
-                ds = stack.enter_context(stack.enter_context(MemoryFile(source)).open())
-            else:
-                ds = stack.enter_context(rasterio.open(source))
+            ds = open_raster(stack, source)
             if ds.width * ds.height > max_pixels:
                 raise DecodeError(f"{ds.width}x{ds.height} exceeds max_image_pixels={max_pixels}")
             interp = [c.name for c in ds.colorinterp]

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["apply_gdal_env", "gdal_env", "gdal_path", "is_url", "open_url", "storage_env", "url_fs"]
+__all__ = ["apply_gdal_env", "gdal_env", "gdal_path", "is_url", "storage_env", "url_fs"]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 # fsspec protocol -> GDAL virtual file system
@@ -38,14 +36,6 @@ def url_fs(url: str) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
         raise ValueError(f"{url}: cannot read this URL ({exc})") from None
-
-
-@contextmanager
-def open_url(url: str) -> Iterator[IO[bytes]]:
-    """A seekable binary file object of a remote object."""
-    fs, path = url_fs(url)
-    with fs.open(path, "rb") as f:
-        yield f
 
 
 def gdal_path(url: str) -> str:

@@ -19,7 +19,7 @@ import re
 import tarfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -166,6 +166,19 @@ def _windowed_samples(
     for note in info.conversions:
         stats["conversions"][note] += 1
     timings["decode"] += time.perf_counter() - t0
+    yield from _tile_samples(entry, info, tiles, None, cfg, stats)
+
+
+def _tile_samples(
+    entry: ImageEntry,
+    image: RGBImage | RasterInfo,
+    tiles: Iterable[tuple[int, int, np.ndarray, np.ndarray | None]],
+    padding: dict[str, Any] | None,
+    cfg: PreprocessConfig,
+    stats: dict[str, Any],
+) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """The samples of an image's train tiles ``(x, y, rgb, valid)``, skip rules applied."""
+    timings = stats["timings"]
     for x, y, tile, tvalid in tiles:
         t0 = time.perf_counter()
         reason = skip_reason(tile, tvalid, cfg.skip_nodata_fraction, cfg.skip_constant_std)
@@ -175,7 +188,7 @@ def _windowed_samples(
             continue
         key = f"{entry.key}_x{x:05d}_y{y:05d}"
         h, w = tile.shape[:2]
-        meta = _meta(entry, key, x, y, w, h, info, cfg, False, None, tvalid)
+        meta = _meta(entry, key, x, y, w, h, image, cfg, False, padding, tvalid)
         t0 = time.perf_counter()
         data = encode_image(tile, cfg)
         timings["encode"] += time.perf_counter() - t0
@@ -246,22 +259,16 @@ def _samples(
         stats["padded_images"] += 1
     grid = tile_grid(rgb.shape[0], rgb.shape[1], size, cfg.stride)
     timings["tile"] += time.perf_counter() - t0
-    for x, y in grid:
-        t0 = time.perf_counter()
-        tile = rgb[y : y + size, x : x + size]
-        tvalid = None if valid is None else valid[y : y + size, x : x + size]
-        reason = skip_reason(tile, tvalid, cfg.skip_nodata_fraction, cfg.skip_constant_std)
-        timings["tile"] += time.perf_counter() - t0
-        if reason:
-            stats["tiles_skipped"][reason] += 1
-            continue
-        key = f"{entry.key}_x{x:05d}_y{y:05d}"
-        w, h = tile.shape[1], tile.shape[0]
-        meta = _meta(entry, key, x, y, w, h, image, cfg, False, padding, tvalid)
-        t0 = time.perf_counter()
-        data = encode_image(tile, cfg)
-        timings["encode"] += time.perf_counter() - t0
-        yield key, meta, data
+    tiles = (
+        (
+            x,
+            y,
+            rgb[y : y + size, x : x + size],
+            None if valid is None else valid[y : y + size, x : x + size],
+        )
+        for x, y in grid
+    )
+    yield from _tile_samples(entry, image, tiles, padding, cfg, stats)
 
 
 def _valid_fraction(valid: np.ndarray | None) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.archives import RASTER_SUFFIXES
-from pipeline.decode import DecodeError, _pil_pixel_limit, choose_bands
+from pipeline.decode import DecodeError, choose_bands, open_raster, pil_pixel_limit
 from pipeline.stretch import MAX_STAT_PIXELS, apply_stretch, stretch_params
 from pipeline.tiling import tile_grid
 
@@ -76,18 +75,11 @@ def decode_bytes(h: ImageHeader) -> int:
 def read_header(source: bytes | Path | str, name: str) -> ImageHeader:
     """The header of an image member (its bytes, or a path GDAL/Pillow opens)."""
     if PurePosixPath(name).suffix.lower() in RASTER_SUFFIXES:
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning, RasterioError
-        from rasterio.io import MemoryFile
+        from rasterio.errors import RasterioError
 
         try:
             with contextlib.ExitStack() as stack:
-                stack.enter_context(warnings.catch_warnings())
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                if isinstance(source, bytes):
-                    ds = stack.enter_context(stack.enter_context(MemoryFile(source)).open())
-                else:
-                    ds = stack.enter_context(rasterio.open(source))
+                ds = open_raster(stack, source)
                 interp = [c.name for c in ds.colorinterp]
                 alpha = 1 if "alpha" in interp else 0
                 read = min(3, ds.count - alpha) + alpha
@@ -99,7 +91,7 @@ def read_header(source: bytes | Path | str, name: str) -> ImageHeader:
 
     try:
         with (
-            _pil_pixel_limit(),
+            pil_pixel_limit(),
             Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im,
         ):
             bands = len(im.getbands())
@@ -121,21 +113,13 @@ def raster_tiles(
     """The raster's metadata, and its tiles ``(x, y, rgb uint8 (h, w, 3), valid or None)``
     read one window at a time (a tile entirely masked by GDAL comes with an all-False
     ``valid`` and zero pixels, unread)."""
-    import rasterio
     from rasterio.enums import MaskFlags, Resampling
-    from rasterio.errors import NotGeoreferencedWarning
-    from rasterio.io import MemoryFile
     from rasterio.windows import Window
 
     from pipeline.scenes.source import gdal_cache  # rasterio: not at import (fast --help)
 
     stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-    if isinstance(source, bytes):
-        ds = stack.enter_context(stack.enter_context(MemoryFile(source)).open())
-    else:
-        ds = stack.enter_context(rasterio.open(source))
+    ds = open_raster(stack, source)
     interp = [c.name for c in ds.colorinterp]
     bands, alpha, note = choose_bands(interp, layout, rgb_bands)
     indexes = [b + 1 for b in bands]

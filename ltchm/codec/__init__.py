@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ltchm.codec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from ltchm.codec.container import ContainerError
+    from ltchm.codec.container import ContainerError, bits_per_pixel
     from ltchm.codec.identity import ModelIdentity, identity_of, weights_hash
-    from ltchm.codec.image import ImageCodec, ModelMismatchError, bits_per_pixel
+    from ltchm.codec.image import ImageCodec, ModelMismatchError
     from ltchm.codec.spec import load_model
 
 __all__ = [
@@ -38,7 +38,7 @@ _HOME = {
     "weights_hash": "identity",
     "ImageCodec": "image",
     "ModelMismatchError": "image",
-    "bits_per_pixel": "image",
+    "bits_per_pixel": "container",
     "load_model": "spec",
 }
 

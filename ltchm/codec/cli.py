@@ -52,7 +52,8 @@ def encode_main(argv: list[str] | None = None) -> int:
     add_overwrite(parser)
     args = parser.parse_args(argv)
     from ltchm.atomic import atomic_write_bytes, check_output
-    from ltchm.codec.image import ImageCodec, bits_per_pixel
+    from ltchm.codec.container import bits_per_pixel
+    from ltchm.codec.image import ImageCodec
     from ltchm.codec.spec import load_model, spec_source
     from ltchm.codec.store import store_model
     from ltchm.imageio import is_georeferenced, read_image
@@ -136,7 +137,10 @@ def decode_main(argv: list[str] | None = None) -> int:
 
 def file_info(f: LtcFile, nbytes: int) -> dict[str, Any]:
     """What an ``.ltc`` file records, for ``ltchm decode --info``."""
+    from ltchm.codec.container import bits_per_pixel  # torch-free, unlike ltchm.codec.image
+
     ident = f.identity
+    bpp = bits_per_pixel(nbytes, f.height, f.width)
     return {
         "model": {
             "name": ident.name,
@@ -151,12 +155,8 @@ def file_info(f: LtcFile, nbytes: int) -> dict[str, Any]:
         "tile_size": f.tile_size,
         "tiles": len(f.tiles),
         "bytes": nbytes,
-        "bpp": bits_per_pixel_of(nbytes, f.height, f.width),
+        "bpp": None if math.isnan(bpp) else round(bpp, 6),
     }
-
-
-def bits_per_pixel_of(nbytes: int, height: int, width: int) -> float | None:
-    return round(8.0 * nbytes / (height * width), 6) if height * width else None
 
 
 def estimated_bpp(codec: ImageCodec, x: torch.Tensor) -> float:
@@ -183,7 +183,8 @@ def eval_images_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop-alpha", action="store_true", help="accept RGBA, drop alpha")
     args = parser.parse_args(argv)
     from ltchm.atomic import atomic_write_text
-    from ltchm.codec.image import ImageCodec, bits_per_pixel
+    from ltchm.codec.container import bits_per_pixel
+    from ltchm.codec.image import ImageCodec
     from ltchm.codec.spec import load_model
     from ltchm.imageio import list_images, read_image
     from ltchm.metrics import ms_ssim, psnr

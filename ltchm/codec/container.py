@@ -17,6 +17,7 @@ No pickle: every field is a fixed-width number or a length-prefixed ASCII string
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ __all__ = [
     "ContainerError",
     "LtcFile",
     "Tile",
+    "bits_per_pixel",
     "pack",
     "unpack",
 ]
@@ -65,6 +67,11 @@ class LtcFile:
     tile_size: int  # 0: one tile
     tiles: list[Tile] = field(default_factory=list)
     source: str = ""  # see ltchm.codec.spec.spec_source; "" in version 1 files
+
+
+def bits_per_pixel(nbytes: int, height: int, width: int) -> float:
+    """Bits per pixel of a file of ``nbytes`` coding a ``height`` x ``width`` image."""
+    return 8.0 * nbytes / (height * width) if height * width else math.nan
 
 
 def _str(s: str) -> bytes:

@@ -11,7 +11,6 @@ images: see benchmarks/RESULTS.md. Large images are coded as independent tiles o
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
@@ -139,7 +138,3 @@ class ImageCodec:
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def bits_per_pixel(nbytes: int, height: int, width: int) -> float:
-    return 8.0 * nbytes / (height * width) if height * width else math.nan
