@@ -63,6 +63,11 @@ class DetProgram:
             ContextModel: self._context,
         }
 
+    def register(self, cls: type, handler: Callable[[Any, Tensor], Tensor]) -> None:
+        """Evaluate modules of type ``cls`` with ``handler(module, x)``: how a model of the
+        zoo brings the reproducible forms of its own entropy-path modules."""
+        self._handlers[cls] = handler
+
     # -- weights ---------------------------------------------------------------------------
     def weights(self, module: nn.Module) -> IntWeights:
         key = module
