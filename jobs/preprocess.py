@@ -352,9 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ltchm preprocess: error: {exc}", file=sys.stderr)
         return 2
     print(result.summary())
-    if not sum(result.manifest["samples"].values()):
+    manifest = result.manifest
+    if not sum(manifest["samples"].values()):
         # an empty set of shards is a failed job, whatever each image's reason
-        reasons = Counter(s["reason"] for s in result.manifest.get("skipped", []))
+        reasons = Counter(s["reason"] for s in manifest.get("skipped", []))
         why = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(2)) or "no image"
         print(
             f"ltchm preprocess: error: no sample written ({why}); see "
@@ -362,7 +363,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    empty = empty_splits(manifest)
+    for split, members in empty.items():
+        print(
+            f"ltchm preprocess: error: split {split!r} is empty: all {len(members)} of its "
+            f"images were skipped; see {result.out_dir / MANIFEST} 'skipped'",
+            file=sys.stderr,
+        )
+        for s in members[:5]:
+            print(f"  {s['member']}: {s['reason']}", file=sys.stderr)
+        if len(members) > 5:
+            print(f"  ... and {len(members) - 5} more", file=sys.stderr)
+    return 1 if empty else 0
+
+
+def empty_splits(manifest: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """The splits the plan gave images to that ended with no sample, with their skipped
+    members (a split the hash gave no image, as with a handful of images, is not one)."""
+    planned = {s["split"] for s in manifest["shards"]}
+    return {
+        split: [s for s in manifest.get("skipped", []) if s.get("split") == split]
+        for split in sorted(planned)
+        if not manifest["samples"].get(split)
+    }
 
 
 if __name__ == "__main__":

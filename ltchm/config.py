@@ -174,6 +174,13 @@ class PreprocessConfig(_Section):
         description="bytes one worker may use to decode an image: larger rasters are tiled by "
         "windowed reads, other formats over it are skipped and reported",
     )
+    window_reads_above: int = Field(
+        2**26,
+        ge=0,
+        description="train-split images whose whole decode would need more bytes than this "
+        "are read by windows (GeoTIFF, JPEG2000) or row strips (8-bit PNG) instead, "
+        "so a worker's memory stays flat whatever the image size",
+    )
 
     @model_validator(mode="after")
     def _ratios(self) -> PreprocessConfig:

@@ -31,7 +31,7 @@ from pipeline.archives import MemberError, MemberReader, file_sha256, require_pr
 from pipeline.decode import DecodeError, RGBImage, decode_image
 from pipeline.plan import FORMAT, ImageEntry, Plan, ShardPlan, config_dict
 from pipeline.tiling import pad_to, skip_reason, tile_grid
-from pipeline.windowed import RasterInfo, decode_bytes, raster_tiles, read_header
+from pipeline.windowed import ImageHeader, RasterInfo, decode_bytes, raster_tiles, read_header
 
 __all__ = [
     "MANIFEST",
@@ -149,9 +149,13 @@ def _meta(
 
 
 def _windowed_samples(
-    entry: ImageEntry, source: bytes | Path, cfg: PreprocessConfig, stats: dict[str, Any]
+    entry: ImageEntry,
+    source: bytes | Path,
+    header: ImageHeader,
+    cfg: PreprocessConfig,
+    stats: dict[str, Any],
 ) -> Iterator[tuple[str, dict[str, Any], bytes]]:
-    """The train tiles of a raster too large to decode whole, one window at a time."""
+    """The train tiles of a large image, one window (or row strip) at a time."""
     timings = stats["timings"]
     t0 = time.perf_counter()
     info, tiles = raster_tiles(
@@ -161,8 +165,9 @@ def _windowed_samples(
         stride=cfg.stride,
         rgb_bands=cfg.rgb_bands,
         percentiles=cfg.stretch_percentiles,
+        strips=header.strips,
     )
-    info.conversions.append("read by windows (over preprocess.max_worker_memory whole)")
+    info.conversions.append("read by row strips" if header.strips else "read by windows")
     for note in info.conversions:
         stats["conversions"][note] += 1
     timings["decode"] += time.perf_counter() - t0
@@ -204,10 +209,11 @@ def _samples(
     whole = entry.split not in cfg.tile_splits
     header = read_header(source, entry.member.path)
     need = decode_bytes(header)
+    by_windows = header.windowed and not whole and min(header.width, header.height) >= cfg.tile_size
+    if by_windows and need > min(cfg.window_reads_above, cfg.max_worker_memory):
+        yield from _windowed_samples(entry, source, header, cfg, stats)
+        return
     if need > cfg.max_worker_memory:
-        if header.windowed and not whole and min(header.width, header.height) >= cfg.tile_size:
-            yield from _windowed_samples(entry, source, cfg, stats)
-            return
         why = (
             "a whole-image split keeps it in one piece"
             if header.windowed
@@ -343,7 +349,12 @@ def build_shard(shard: ShardPlan, out_dir: str | Path, cfg: PreprocessConfig) ->
                         samples += 1
                 except (MemberError, DecodeError) as exc:
                     skipped.append(
-                        {"archive": entry.archive, "member": entry.member.path, "reason": str(exc)}
+                        {
+                            "archive": entry.archive,
+                            "member": entry.member.path,
+                            "split": shard.split,
+                            "reason": str(exc),
+                        }
                     )
                     continue
                 counts[entry.dataset]["images"] += 1

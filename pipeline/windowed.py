@@ -1,13 +1,15 @@
-"""Images too large to decode whole within ``preprocess.max_worker_memory``.
+"""Images read by windows instead of whole, so that a worker's memory does not grow with them.
 
 Before an image is decoded its header gives its size, bands and data type, and from them the
-memory a whole decode takes (measured per pixel: see :func:`decode_bytes`). Rasters
-(GeoTIFF, JPEG2000: anything GDAL reads by blocks) over the budget are cut into the train
-tiles by windowed reads, with the stretch computed from a decimated read (at most
-``MAX_STAT_PIXELS`` per band), so memory is bounded by a tile, not by the image; a tile
-that GDAL reports entirely nodata is skipped from the mask before its pixels are read. A
-format without random access (PNG, JPEG, WebP, ...) over the budget, or a raster kept whole
-(val/test splits), is refused with the reason, never decoded.
+memory a whole decode takes (measured per pixel: see :func:`decode_bytes`). Train-split
+images over ``preprocess.window_reads_above`` (or the worker budget) are cut into their train
+tiles without a whole decode: rasters GDAL reads by blocks (GeoTIFF, JPEG2000) one window at
+a time, with the stretch computed from a decimated read (at most ``MAX_STAT_PIXELS`` per band)
+and tiles that GDAL reports entirely nodata skipped from the mask before their pixels are
+read; 8-bit PNG, which decodes line by line, through GDAL in row strips, each line decoded
+once. Memory is then bounded by a strip or a tile, not by the image. Other formats (palette
+or 16-bit PNG, JPEG, WebP, ...) over the budget, and images kept whole (val/test splits),
+are refused with the reason, never decoded.
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ from pipeline.tiling import tile_grid
 
 __all__ = ["ImageHeader", "RasterInfo", "decode_bytes", "raster_tiles", "read_header"]
 
+# Formats GDAL decodes line by line: read in row strips (top to bottom, once), never by
+# windows, which would restart the decoder at every tile of a row. Not JPEG: GDAL's libjpeg
+# upsamples chroma otherwise than Pillow (pixels up to 24 levels apart on DOTA tiles), so a
+# large JPEG would give other samples than a small one.
+STRIP_SUFFIXES = frozenset({".png"})
+# Pillow modes whose pixels GDAL's PNG driver returns unchanged (palette and 16-bit images
+# are converted by Pillow's whole-image path only).
+_STRIP_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
+
 
 @dataclass
 class ImageHeader:
     """What the header says: size, bands read, their item size, and whether GDAL can read
-    windows of it."""
+    windows of it (``strips``: only row strips, top to bottom)."""
 
     width: int
     height: int
@@ -41,6 +52,7 @@ class ImageHeader:
     read_bands: int  # the bands a decode reads (RGB or gray, and alpha)
     itemsize: int
     windowed: bool
+    strips: bool = False
 
 
 @dataclass
@@ -66,7 +78,7 @@ def decode_bytes(h: ImageHeader) -> int:
     8-bit raster has no stretch).
     """
     px = h.width * h.height
-    if h.windowed:
+    if h.windowed and not h.strips:  # a strip-readable PNG decodes whole with Pillow
         stretch = 0 if h.itemsize == 1 else 4
         return px * (h.read_bands * (h.itemsize + stretch) + 5)
     return px * (h.bands * h.itemsize * 3 + 1)
@@ -96,9 +108,30 @@ def read_header(source: bytes | Path | str, name: str) -> ImageHeader:
         ):
             bands = len(im.getbands())
             size = 2 if im.mode.startswith(("I;16", "I")) else 4 if im.mode == "F" else 1
-            return ImageHeader(im.width, im.height, bands, bands, size, False)
+            strips = (
+                PurePosixPath(name).suffix.lower() in STRIP_SUFFIXES
+                and im.mode in _STRIP_MODES
+                and int(getattr(im, "n_frames", 1)) == 1
+            )
+            header = ImageHeader(im.width, im.height, bands, bands, size, False)
     except Exception as exc:  # Pillow raises many types for a bad file; decode reports it
         raise DecodeError(f"unreadable image ({type(exc).__name__})") from None
+    if strips and _gdal_reads_as_pillow(source, bands):
+        header.windowed = header.strips = True
+    return header
+
+
+def _gdal_reads_as_pillow(source: bytes | Path | str, bands: int) -> bool:
+    """Whether GDAL opens the image with Pillow's bands, 8 bits each (a 48-bit PNG is 8-bit
+    RGB to Pillow, 16-bit to GDAL: such an image keeps Pillow's whole-image path)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        with contextlib.ExitStack() as stack:
+            ds = open_raster(stack, source)
+            return bool(ds.count == bands and set(ds.dtypes) == {"uint8"})
+    except (RasterioError, OSError, ValueError):
+        return False
 
 
 def raster_tiles(
@@ -109,10 +142,12 @@ def raster_tiles(
     stride: int,
     rgb_bands: Sequence[int] | None,
     percentiles: Sequence[float],
+    strips: bool = False,
 ) -> tuple[RasterInfo, Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]]:
     """The raster's metadata, and its tiles ``(x, y, rgb uint8 (h, w, 3), valid or None)``
     read one window at a time (a tile entirely masked by GDAL comes with an all-False
-    ``valid`` and zero pixels, unread)."""
+    ``valid`` and zero pixels, unread), or with ``strips`` from full-width row strips (8-bit
+    PNG: see :data:`STRIP_SUFFIXES`)."""
     from rasterio.enums import MaskFlags, Resampling
     from rasterio.windows import Window
 
@@ -160,6 +195,37 @@ def raster_tiles(
         info.conversions.append(
             f"{dtype} to uint8 by {percentiles[0]:g}-{percentiles[1]:g}% stretch"
         )
+
+    def strip_tiles() -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
+        # Rows [top, top + len(rows)) are held; each strip reads only the rows below them,
+        # so every line is decoded once even when tiles overlap (stride < tile).
+        read = indexes + ([alpha + 1] if alpha is not None else [])
+        rows = np.zeros((0, ds.width, len(read)), np.uint8)
+        top = 0
+        grid = tile_grid(ds.height, ds.width, tile, stride)
+        with stack:
+            for y in sorted({y for _, y in grid}):
+                end = min(y + tile, ds.height)
+                rows, top = rows[y - top :], y  # y only grows
+                if top + len(rows) < end:
+                    window = Window(0, top + len(rows), ds.width, end - top - len(rows))
+                    new = np.moveaxis(ds.read(read, window=window), 0, -1)
+                    rows = np.concatenate([rows, new]) if len(rows) else new
+                strip = rows[y - top : end - top]
+                for x, ty in grid:
+                    if ty != y:
+                        continue
+                    cut = strip[:, x : x + tile]
+                    valid = cut[..., -1] > 0 if alpha is not None else None
+                    rgb = cut[..., : len(indexes)]
+                    if rgb.shape[-1] == 1:
+                        rgb = np.repeat(rgb, 3, axis=-1)
+                    yield x, y, np.ascontiguousarray(rgb), valid
+
+    if strips:
+        if alpha is not None:
+            info.conversions.append("alpha band as validity mask")
+        return info, strip_tiles()
 
     def tiles() -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
         with stack:

@@ -395,3 +395,27 @@ def test_nothing_written_is_a_failure_and_a_file_is_no_output_folder(tmp_path, c
     (tmp_path / "file").write_text("x")
     assert main([str(junk), "--out", str(tmp_path / "file"), "--local"]) == 2
     assert "is a file; name a folder" in capsys.readouterr().err
+
+
+def test_a_split_whose_images_were_all_skipped_fails_naming_them(tmp_path, capsys) -> None:
+    """Train has samples but every image the split gave to val is unreadable: the job fails
+    (it used to succeed with an empty val split) and names each member with its reason."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        (src / f"img{i:02d}.png").write_bytes(_png(rng.integers(0, 255, (64, 64, 3), np.uint8)))
+    config = tmp_path / "half.yaml"
+    config.write_text("preprocess:\n  split_ratios: [0.5, 0.5, 0.0]\n")
+    args = ["--config", str(config), "--local", "--no-progress", "--tile-size", "64"]
+    assert main([str(src), "--out", str(tmp_path / "ok"), *args]) == 0
+    val = {m["source"]["member"] for _, m, _ in _read_back(tmp_path / "ok") if m["split"] == "val"}
+    assert val, "the seed's split gives this set a val image"
+    for member in val:
+        (src / member).write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    capsys.readouterr()
+    assert main([str(src), "--out", str(tmp_path / "bad"), *args]) == 1
+    err = capsys.readouterr().err
+    assert f"split 'val' is empty: all {len(val)} of its images were skipped" in err, err
+    assert all(f"  {m}: unreadable image" in err for m in val), err
+    assert "split 'train'" not in err

@@ -1,5 +1,5 @@
-"""Images over ``preprocess.max_worker_memory``: rasters tiled by windowed reads, other
-formats refused from their header, never decoded whole."""
+"""Large images: rasters tiled by windowed reads, 8-bit PNG/JPEG by row strips, other
+formats over ``preprocess.max_worker_memory`` refused from their header, never decoded whole."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from PIL import Image
 from rasterio.transform import from_origin
@@ -19,6 +20,7 @@ from pipeline.windowed import decode_bytes, read_header
 
 TRAIN = {"split_ratios": (1.0, 0.0, 0.0), "tile_size": 256, "stride": 256}
 SMALL = 2**26  # the smallest budget the config accepts (64 MiB)
+WHOLE = {"window_reads_above": 2**40}  # every image under the budget decoded whole
 
 
 def _raster(path: Path, n: int, dtype: str, count: int) -> Path:
@@ -61,8 +63,8 @@ def test_an_8bit_raster_over_the_budget_gives_the_same_tiles_by_windows(tmp_path
     folder = tmp_path / "in"
     folder.mkdir()
     _raster(folder / "scene.tif", 3072, "uint8", 3)  # 9.4 Mpx x 8 B: over 64 MiB
-    whole = preprocess([folder], tmp_path / "whole", PreprocessConfig(**TRAIN), use_ray=False,
-                       progress=False)  # fmt: skip
+    whole = preprocess([folder], tmp_path / "whole", PreprocessConfig(**TRAIN, **WHOLE),
+                       use_ray=False, progress=False)  # fmt: skip
     windowed = preprocess([folder], tmp_path / "win",
                           PreprocessConfig(**TRAIN, max_worker_memory=SMALL), use_ray=False,
                           progress=False)  # fmt: skip
@@ -77,7 +79,7 @@ def test_a_16bit_raster_is_stretched_from_a_decimated_read(tmp_path: Path) -> No
     folder = tmp_path / "in"
     folder.mkdir()
     _raster(folder / "scene.tif", 2048, "uint16", 4)  # 4.2 Mpx x 23 B: over 64 MiB
-    preprocess([folder], tmp_path / "whole", PreprocessConfig(**TRAIN), use_ray=False,
+    preprocess([folder], tmp_path / "whole", PreprocessConfig(**TRAIN, **WHOLE), use_ray=False,
                progress=False)  # fmt: skip
     preprocess([folder], tmp_path / "win", PreprocessConfig(**TRAIN, max_worker_memory=SMALL),
                use_ray=False, progress=False)  # fmt: skip
@@ -90,15 +92,39 @@ def test_a_16bit_raster_is_stretched_from_a_decimated_read(tmp_path: Path) -> No
     )
 
 
-def test_a_png_over_the_budget_is_refused_from_its_header(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["RGB", "LA"])
+def test_a_large_png_is_read_by_row_strips_with_the_same_tiles(tmp_path: Path, mode: str) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    Image.fromarray(np.zeros((3000, 3000, 3), np.uint8)).save(folder / "big.png")
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (2100, 2050, len(mode)), dtype=np.uint8)
+    if mode == "LA":
+        pixels[:700, :, 1] = 0  # transparent top: those tiles are nodata
+    Image.fromarray(pixels.squeeze(), mode).save(folder / "big.png", compress_level=1)
+    # stride < tile: strips overlap, each line is still decoded once
+    cfg = {**TRAIN, "stride": 200}
+    whole = preprocess([folder], tmp_path / "whole", PreprocessConfig(**cfg, **WHOLE),
+                       use_ray=False, progress=False)  # fmt: skip
+    strips = preprocess([folder], tmp_path / "strips",
+                        PreprocessConfig(**cfg, window_reads_above=2**20), use_ray=False,
+                        progress=False)  # fmt: skip
+    a, b = _tiles(tmp_path / "whole"), _tiles(tmp_path / "strips")
+    assert a.keys() == b.keys() and len(a) > 50
+    assert all(a[k][0] == b[k][0] for k in a)
+    assert all(a[k][1]["valid_fraction"] == b[k][1]["valid_fraction"] for k in a)
+    assert any("read by row strips" in c for c in b[next(iter(b))][1]["conversions"])
+    assert strips.manifest["tiles_skipped"] == whole.manifest["tiles_skipped"]
+
+
+def test_a_palette_png_over_the_budget_is_refused_from_its_header(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((5000, 5000), np.uint8)).convert("P").save(folder / "big.png")
     result = preprocess([folder], tmp_path / "out",
                         PreprocessConfig(**TRAIN, max_worker_memory=SMALL), use_ray=False,
                         progress=False)  # fmt: skip
     (skipped,) = result.manifest["skipped"]
-    assert "3000x3000: decoding it needs about" in skipped["reason"]
+    assert "5000x5000: decoding it needs about" in skipped["reason"]
     assert "cannot be read by windows" in skipped["reason"]
 
 
