@@ -137,7 +137,7 @@ def compress_scenes(
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir).resolve()
-    check_output_dir(out_dir)
+    check_output_dir(out_dir, *inputs)
     scenes, bad = list_scenes(inputs)
     if not scenes:  # before loading a model (seconds) or starting Ray
         why = "; ".join(r if n in r else f"{n}: {r}" for n, r in bad[:3])

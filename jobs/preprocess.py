@@ -250,7 +250,7 @@ def preprocess(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir).resolve()
-    check_output_dir(out_dir)
+    check_output_dir(out_dir, *inputs, clears=True)
     plan = make_plan(inputs, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     with locked_output(out_dir, STATE_DIR, "preprocess"):

@@ -336,7 +336,7 @@ def plan_runs(configs: list[Config], shards: Path) -> TrainingPlan:
 
     shards = Path(shards).resolve()
     base = configs[0]
-    check_output_dir(base.train.out)
+    check_output_dir(base.train.out, shards)
     check_shards(shards, checksums=base.data.verify_shards)
     check_init(configs)
     for cfg in configs:

@@ -90,7 +90,30 @@ def check_output(
         )
 
 
-def check_output_dir(out: str | os.PathLike[str], flag: str = "--out") -> None:
-    """Refuse an output folder that is an existing file: ``ValueError`` naming it."""
-    if Path(out).exists() and not Path(out).is_dir():
+def check_output_dir(
+    out: str | os.PathLike[str],
+    *inputs: str | os.PathLike[str],
+    flag: str = "--out",
+    clears: bool = False,
+) -> None:
+    """Refuse, before any work, an output folder that is an existing file, is one of the
+    command's ``inputs`` or lies inside an input folder (its files would be read back as
+    input), or, for a command that ``clears`` what it does not recognise in its output
+    folder, one that holds an input: ``ValueError`` naming both."""
+    target = Path(out)
+    if target.exists() and not target.is_dir():
         raise ValueError(f"{flag} {out} is a file; name a folder")
+    resolved = target.resolve()
+    for src in inputs:
+        if "://" in str(src):  # object storage: never the local output folder
+            continue
+        path = Path(src).resolve()
+        if resolved == path or (path.is_dir() and resolved.is_relative_to(path)):
+            raise ValueError(
+                f"{flag} {out} is inside the input folder {src}: its files would be read "
+                "as input; write outside it"
+            )
+        if clears and path.is_relative_to(resolved):
+            raise ValueError(
+                f"{flag} {out} holds the input {src}; write the output to another folder"
+            )

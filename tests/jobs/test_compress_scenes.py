@@ -167,6 +167,14 @@ def test_bad_model_or_config_is_a_clear_error(inputs, tmp_path, capsys):
     assert not list(out.rglob("*.ltcs")) if out.exists() else True
 
 
+def test_an_output_folder_inside_the_input_folder_is_refused(inputs, capsys):
+    out = inputs["folder"] / "compressed"
+    assert main([str(inputs["folder"]), "--model", "ltchm", "--out", str(out), "--local"]) == 2
+    err = capsys.readouterr().err
+    assert "is inside the input folder" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_ray_job_submit_writes_the_same_tiles(first_run, inputs, ray_head, tmp_path):
     address, env = ray_head
     env["LTCHM_MODEL_STORE"] = str(tmp_path / "store")

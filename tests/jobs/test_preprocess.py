@@ -419,3 +419,17 @@ def test_a_split_whose_images_were_all_skipped_fails_naming_them(tmp_path, capsy
     assert f"split 'val' is empty: all {len(val)} of its images were skipped" in err, err
     assert all(f"  {m}: unreadable image" in err for m in val), err
     assert "split 'train'" not in err
+
+
+def test_an_output_folder_inside_the_input_is_refused_before_work(tmp_path, capsys) -> None:
+    """Shards written inside the folder being read would be read back as archives on the
+    next run; an input inside the output folder could be cleared by ``--overwrite``."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(_png(np.zeros((64, 64, 3), np.uint8)))
+    assert main([str(src), "--out", str(src / "shards"), "--local", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is inside the input folder" in err and err.count("\n") == 1, err
+    assert not (src / "shards").exists()
+    assert main([str(src / "a.png"), "--out", str(src), "--local", "--no-progress"]) == 2
+    assert "holds the input" in capsys.readouterr().err

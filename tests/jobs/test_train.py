@@ -219,6 +219,8 @@ def test_shards_that_differ_from_their_manifest_fail_before_training(
     assert main([*argv, "--shards", str(shards), "--out", str(tmp_path / "file")]) == 2
     err = capsys.readouterr().err
     assert f"--out {tmp_path / 'file'} is a file" in err
+    assert main([*argv, "--shards", str(shards), "--out", str(shards / "runs")]) == 2
+    assert "is inside the input folder" in capsys.readouterr().err
     manifest = json.loads((shards / "manifest.json").read_text())
     name = next(s["name"] for s in manifest["shards"] if s["split"] == "train")
     for case in ("truncated", "junk", "manifest"):
