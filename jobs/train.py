@@ -252,6 +252,28 @@ def _finish_ray(
         return finish(cfg, result.error, metrics, Path(d), uri, run_id, out_dir)
 
 
+def failure_text(error: BaseException | str) -> str:
+    """What to tell the user of a failed run: a :class:`~pipeline.loader.ShardError` met
+    anywhere in the chain (Ray Train wraps the worker's exception twice) as its one line,
+    else the error as Ray Train reports it."""
+    from pipeline.loader import ShardError, shard_message
+
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        exc = todo.pop()
+        if not isinstance(exc, BaseException) or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, ShardError):
+            return shard_message(exc)
+        todo += [exc.__cause__, exc.__context__, getattr(exc, "cause", None)]
+        todo += list(getattr(exc, "worker_failures", {}).values())
+    # the worker's exception may reach us only as text (Ray Train's WorkerGroupError)
+    text = str(error)
+    return shard_message(RuntimeError(text)) if "ShardError: " in text else text
+
+
 def finish(
     cfg: Config,
     error: Any,
@@ -274,7 +296,7 @@ def finish(
 
         client = MlflowClient(uri)
     if error is not None:
-        outcome = RunOutcome(lmbda, run_id, "failed", f"training failed: {error}")
+        outcome = RunOutcome(lmbda, run_id, "failed", f"training failed: {failure_text(error)}")
     elif "nan_at_step" in metrics:
         good = ckpt_dir if ckpt_dir is not None else "none"
         outcome = RunOutcome(
@@ -440,7 +462,10 @@ def train(
         except Exception as exc:  # a failed rate point must not stop the others
             client.set_tag(rid, "ltchm.error", str(exc)[:5000])
             client.set_terminated(rid, "FAILED")
-            return RunOutcome(cfg.loss.lmbda, rid, "failed", f"{type(exc).__name__}: {exc}")
+            why = failure_text(exc)
+            if why == str(exc):
+                why = f"{type(exc).__name__}: {exc}"
+            return RunOutcome(cfg.loss.lmbda, rid, "failed", f"training failed: {why}")
 
     from jobs.training.progress import ProgressWatcher, RatePoint
 

@@ -33,7 +33,52 @@ from torch import Tensor
 
 from pipeline.shards import MANIFEST
 
-__all__ = ["RandomCropFlip", "iter_images", "make_train_loader", "shard_urls"]
+__all__ = [
+    "RandomCropFlip",
+    "ShardError",
+    "iter_images",
+    "make_train_loader",
+    "shard_message",
+    "shard_urls",
+]
+
+
+class ShardError(RuntimeError):
+    """A shard that cannot be read while training: names the shard (and sample) and why."""
+
+
+def shard_message(exc: BaseException) -> str:
+    """The one-line message of a :class:`ShardError`, also when it crossed a DataLoader
+    worker, whose re-raise puts the original's traceback into the message."""
+    lines = str(exc).strip().splitlines()
+    for line in reversed(lines):
+        head, sep, rest = line.partition("ShardError: ")
+        if sep and not head.strip(" .").endswith("Caught"):
+            return rest.strip()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _shard_failed(exc: Exception) -> bool:
+    # webdataset appends the source (stream, url) to the exception's args before calling
+    # the handler: the url is the last of them
+    url = exc.args[-1] if exc.args and isinstance(exc.args[-1], str) else "?"
+    why = str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else ""
+    raise ShardError(
+        f"shard {url} cannot be read: {type(exc).__name__}{': ' + why if why else ''}"
+    ) from exc
+
+
+_DECODER = wds.autodecode.Decoder([wds.autodecode.ImageHandler("rgb8")])
+
+
+def _decoded_image(sample: dict[str, Any]) -> np.ndarray:
+    try:
+        return _image(_DECODER(sample))
+    except Exception as exc:
+        raise ShardError(
+            f"shard {sample.get('__url__', '?')}: sample {sample.get('__key__')!r} cannot be "
+            f"decoded ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def shard_urls(shards: str | Path | Sequence[str], split: str = "train") -> list[str]:
@@ -198,10 +243,9 @@ def make_train_loader(
         wds.ResampledShards(urls, seed=seed, deterministic=True),
         wds.split_by_node,
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        wds.tarfile_to_samples(handler=_shard_failed),
         wds.shuffle(shuffle_buffer, seed=seed) if shuffle_buffer > 0 else _identity,
-        wds.decode("rgb8"),
-        wds.map(_image),
+        wds.map(_decoded_image),
         wds.map(RandomCropFlip(patch_size, seed)),
         wds.batched(batch_size, collation_fn=torch.stack, partial=False),
     ).with_epoch(batches_per_worker)

@@ -15,7 +15,7 @@ from ltchm.config import config_from_dict
 from ltchm.losses import RateDistortionLoss
 from ltchm.optim import learning_rate, split_parameters
 from ltchm.zoo import model_from_config
-from pipeline.loader import iter_images, make_train_loader
+from pipeline.loader import ShardError, iter_images, make_train_loader, shard_message
 
 __all__ = ["NON_FINITE_TAG", "train_loop", "train_loop_per_worker"]
 
@@ -202,10 +202,13 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
     t_last, step_last = time.perf_counter(), step
     while step < cfg.train.steps:
         try:
-            x = next(batches)
-        except StopIteration:  # an epoch of the resampled stream is over
-            batches = iter(loader)
-            x = next(batches)
+            try:
+                x = next(batches)
+            except StopIteration:  # an epoch of the resampled stream is over
+                batches = iter(loader)
+                x = next(batches)
+        except ShardError as exc:  # one line naming the shard, not a worker's traceback
+            raise ShardError(shard_message(exc)) from None
         x = x.to(device, non_blocking=True)
         if engine.bfloat16_enabled():
             x = x.to(torch.bfloat16)

@@ -95,6 +95,16 @@ class ImageCodec:
         """The image of an ``.ltc`` file, (3, H, W) floats in [0, 1], on the CPU."""
         f = unpack(data)
         self.check_identity(f.identity)
+        if f.context != self.context:
+            raise ValueError(
+                f"corrupt file: it announces {f.context} context, its model codes with "
+                f"{self.context}"
+            )
+        if f.tile_size % self.stride:
+            raise ValueError(
+                f"corrupt file: tile size {f.tile_size} is not a multiple of the model's "
+                f"stride {self.stride}"
+            )
         grid = image_tiles(f.height, f.width, f.tile_size)
         if len(grid) != len(f.tiles):
             raise ValueError(f"file holds {len(f.tiles)} tiles, its geometry needs {len(grid)}")

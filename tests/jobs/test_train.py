@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import psutil
 import pytest
 from mlflow import MlflowClient
@@ -324,3 +325,31 @@ def test_unregistered_checkpoint_folders_are_removed(tmp_path) -> None:
     (run / "checkpoint_c").mkdir()
     assert remove_orphan_checkpoints(run) == []  # Ray's state unreadable: nothing touched
     assert remove_orphan_checkpoints(tmp_path / "nowhere") == []
+
+
+def test_a_shard_failing_mid_run_stops_the_run_with_one_line_naming_it(
+    tmp_path, shards, capsys
+) -> None:
+    """Checksums skipped (``data.verify_shards: false`` checks the first and last shard):
+    the middle train shards are junk of the right size. The run stops at the first one read
+    with one line naming it, also from a DataLoader worker process."""
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    train = [s["name"] for s in manifest["shards"] if s["split"] == "train"]
+    assert len(train) >= 3
+    rng = np.random.default_rng(0)
+    for name in train[1:-1]:
+        tar = copy / name
+        tar.write_bytes(rng.integers(0, 256, tar.stat().st_size, np.uint8).tobytes())
+    cfg = tmp_path / "noverify.yaml"
+    yaml = TRAIN_YAML.replace("loader_workers: 0", "loader_workers: 1")
+    cfg.write_text(yaml.replace("epoch_length: 32}", "epoch_length: 32, verify_shards: false}"))
+    argv = ["train", "--config", str(cfg), "--shards", str(copy), "--workers", "1"]
+    argv += ["--steps", "40", "--tracking-uri", _uri(tmp_path), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("lambda")]
+    assert re.search(r"training failed: shard \S+/train-\d+\.tar cannot be read: ReadError", line)
+    assert any(name in line for name in train[1:-1]), line
+    assert "Traceback" not in err, err[-3000:]
