@@ -18,6 +18,7 @@ Image8: TypeAlias = NDArray[np.uint8]
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "Image8",
     "ImageFormatError",
     "list_images",
@@ -41,6 +42,11 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+# Pillow refuses larger images as decompression bombs (twice its MAX_IMAGE_PIXELS): the image
+# codec's limit, checked by decode from a file's header too.
+MAX_PIXELS = 2 * 89_478_485
+
+
 def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
     """Read an 8-bit RGB image as a (3, H, W) float tensor in [0, 1].
 
@@ -59,6 +65,11 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
         img.load()
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError:
+        raise ImageFormatError(
+            f"{path}: too large for the image codec (over {MAX_PIXELS / 1e6:.0f} Mpx); large "
+            "rasters go through 'ltchm compress-scenes' (read by windows)"
+        ) from None
     except Exception as exc:
         raise ImageFormatError(f"{path}: not a readable image ({exc})") from None
     frames = int(getattr(img, "n_frames", 1))

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ltchm.codec.checkpoint import prepare_for_coding
 from ltchm.codec.container import LtcFile, Tile, pack, unpack
 from ltchm.codec.identity import ModelIdentity, identity_of
+from ltchm.imageio import MAX_PIXELS
 from ltchm.models import CodingModel
 
 __all__ = ["ImageCodec", "ModelMismatchError", "image_tiles"]
@@ -104,6 +105,12 @@ class ImageCodec:
             raise ValueError(
                 f"corrupt file: tile size {f.tile_size} is not a multiple of the model's "
                 f"stride {self.stride}"
+            )
+        if f.height * f.width > MAX_PIXELS:
+            raise ValueError(
+                f"{f.width}x{f.height}: over the image codec's {MAX_PIXELS / 1e6:.0f} Mpx; "
+                "images this large go through 'ltchm compress-scenes' (read and written by "
+                "windows)"
             )
         grid = image_tiles(f.height, f.width, f.tile_size)
         if len(grid) != len(f.tiles):

@@ -75,3 +75,25 @@ def test_an_animated_image_is_refused_not_cut_to_its_first_frame(tmp_path: Path)
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
     with pytest.raises(ImageFormatError, match="animated image of 3 frames"):
         read_image(tmp_path / "a.gif")
+
+
+def test_an_image_over_the_codec_limit_is_refused_from_its_header(tmp_path) -> None:
+    """A PNG header announcing 14000 x 14000 (its pixel data a 1 x 1 image's): refused by
+    name, pointing to the windowed scene path, before any decoding."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from ltchm.imageio import ImageFormatError, read_image
+
+    small = tmp_path / "small.png"
+    Image.new("RGB", (1, 1)).save(small)
+    data = bytearray(small.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 14000, 14000)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    (tmp_path / "big.png").write_bytes(bytes(data))
+    with pytest.raises(ImageFormatError, match=r"too large for the image codec.*compress-scenes"):
+        read_image(tmp_path / "big.png")

@@ -103,3 +103,4 @@ def test_crafted_containers_fail_cleanly_within_a_memory_limit() -> None:
     # the geometry checks name what is wrong, not a symptom further down
     assert "latent" in results["latent 2000x2000"]
     assert "tiles" in results["tile dropped"]
+    assert "compress-scenes" in results["huge image, one tile"]
