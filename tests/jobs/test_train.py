@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -185,6 +187,60 @@ def test_two_workers_killed_resumed_registered_and_coding(
     assert main(["promote", "ltchm-lambda512", "1", "--tracking-uri", uri]) == 0
     assert str(client.get_model_version_by_alias("ltchm-lambda512", "champion").version) == "1"
     assert main(["promote", "ltchm-lambda512", "7", "--tracking-uri", uri]) == 1
+
+
+def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(
+    tmp_path, shards, train_config
+) -> None:
+    """The worker is SIGKILLed while its second checkpoint is being written (DeepSpeed's
+    files in the temporary folder Ray Train persists from, seen in the job's own TMPDIR):
+    the run resumes from the first checkpoint, logs no step twice, and leaves no checkpoint
+    folder that is not registered."""
+    uri = _uri(tmp_path)
+    out = tmp_path / "out"
+    # short: Ray puts its sockets under TMPDIR too (AF_UNIX paths are limited to 107 bytes)
+    tmp = Path(tempfile.mkdtemp(prefix="ck", dir="/tmp"))
+    cmd = [sys.executable, "-m", "jobs.train", "--config", str(train_config)]
+    cmd += ["--shards", str(shards), "--workers", "1", "--steps", "30", "--tracking-uri", uri]
+    cmd += ["--out", str(out)]
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.time() + 900
+        run_dir = out / "ray" / "lambda_512"
+        while not _registered_checkpoints(run_dir):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 15 minutes"
+            time.sleep(0.2)
+        first = set(tmp.glob("tmp*"))  # the first checkpoint's, possibly not yet removed
+        writing: list[Path] = []
+        while not writing:  # the next checkpoint's temporary folder, once it has content
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no second checkpoint within 15 minutes"
+            new = [d for d in tmp.glob("tmp*") if d not in first and d.is_dir()]
+            writing = [d for d in new if any(d.iterdir())]
+            time.sleep(0.01)
+        killed = _train_workers(proc.pid)
+        for worker in killed:
+            worker.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=900)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert killed and proc.returncode == 0, output[-3000:]
+    assert "registered ltchm-lambda512 v1 @candidate" in output, output[-3000:]
+    client = MlflowClient(uri)
+    run = _run(client)
+    resumed = [int(v) for k, v in run.data.tags.items() if k.startswith("resumed_from_step")]
+    assert resumed == [10], run.data.tags  # the previous checkpoint, never a torn one
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert sorted(set(steps)) == list(range(1, 31))
+    assert len(steps) == len(set(steps)), "a step logged twice after the restart"
+    registered = {c["checkpoint_dir_name"] for c in _registered_checkpoints(run_dir)}
+    assert {p.name for p in run_dir.glob("checkpoint_*") if p.is_dir()} == registered
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, shards, train_config, capsys) -> None:
