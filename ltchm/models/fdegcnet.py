@@ -212,6 +212,11 @@ class HEAM(nn.Module):
         return (g * w.reshape(-1, 1, H, W).sigmoid()).reshape(B, C, H, W)
 
 
+def _spectral(x: Tensor) -> Tensor:
+    # FFTs in float32 at least: there are no half-precision FFT kernels for every size
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class FrequencyGate(nn.Module):
     """MCAM's global branch (the released ``FGM``): one 1x1 projection multiplies the
     spectrum of another, back to space, magnitude; mixed with the input by learned
@@ -225,9 +230,8 @@ class FrequencyGate(nn.Module):
         self.beta = nn.Parameter(torch.ones(dim, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        # FFTs in float32 even when the network runs in bf16 (no bf16 FFT kernels)
-        spectrum = torch.fft.fft2(self.conv2(x).float())
-        out = torch.fft.ifft2(self.conv1(x).float() * spectrum).abs().to(x.dtype)
+        spectrum = torch.fft.fft2(_spectral(self.conv2(x)))
+        out = torch.fft.ifft2(_spectral(self.conv1(x)) * spectrum).abs().to(x.dtype)
         mixed: Tensor = out * self.alpha + x * self.beta
         return mixed
 
@@ -252,7 +256,7 @@ class MCAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         u = self.in_conv(x)
         gain = self.freq_gain(u.mean(dim=(2, 3), keepdim=True))
-        spectrum = torch.fft.fft2(u.float()) * gain.float()
+        spectrum = torch.fft.fft2(_spectral(u)) * _spectral(gain)
         fca = torch.fft.ifft2(spectrum).abs().to(u.dtype)
         sca = self.channel_gain(fca.mean(dim=(2, 3), keepdim=True)) * fca
         local = self.dw_13(u) + self.dw_31(u) + self.dw_33(u) + self.dw_11(u)
