@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import signal
@@ -322,3 +323,26 @@ def test_unregistered_checkpoint_folders_are_removed(tmp_path) -> None:
     (run / "checkpoint_c").mkdir()
     assert remove_orphan_checkpoints(run) == []  # Ray's state unreadable: nothing touched
     assert remove_orphan_checkpoints(tmp_path / "nowhere") == []
+
+
+def test_fdegcnet_trains_registers_and_codes(tmp_path, shards, ucm_dir, capsys) -> None:
+    """Another model of the zoo through the same command: a few steps, registered under its
+    own name, and the registered model codes a real file."""
+    cfg = tmp_path / "fdegcnet.yaml"
+    text = TRAIN_YAML.replace("model: {N: 16}", "model: {name: fdegcnet, N: 16}")
+    cfg.write_text(text.replace("tracking: {", "tracking: {registered_model: fdegcnet, "))
+    uri = _uri(tmp_path)
+    argv = ["train", "--config", str(cfg), "--shards", str(shards), "--workers", "1"]
+    argv += ["--steps", "4", "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    client = MlflowClient(uri)
+    losses = _history(client, _run(client).info.run_id, "loss")
+    assert sorted(losses) == [1, 2, 3, 4] and all(map(math.isfinite, losses.values()))
+    spec = "models:/fdegcnet-lambda512@candidate"
+    model = load_model(spec, tracking_uri=uri)
+    assert type(model).__name__ == "FDEGCNet" and model.N == 16
+    image = list_images(ucm_dir)[0]
+    ltc, png = tmp_path / "a.ltc", tmp_path / "a.png"
+    assert main(["encode", str(image), str(ltc), "--model", spec, "--tracking-uri", uri]) == 0
+    assert main(["decode", str(ltc), str(png), "--tracking-uri", uri]) == 0
+    assert read_image(png).shape == read_image(image).shape
