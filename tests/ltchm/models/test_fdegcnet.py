@@ -137,11 +137,20 @@ def test_entropy_path_tracks_the_float_forward() -> None:
     assert (d_params[:, 2 * 3 * 32 :] >= 0).all()  # scales are magnitudes
 
 
+def _coding_model(context: str = "autoregressive") -> FDEGCNet:
+    """A small untrained FDEGCNet whose latents are far from all-zero (untrained, 97 % of y
+    rounds to 0): its last analysis convolution scaled up, most of y non-zero, up to ~20."""
+    torch.manual_seed(0)
+    model = get_model("fdegcnet", N=16, context=context)
+    with torch.no_grad():
+        model.g_a[7].weight.mul_(30)
+    return model
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A small untrained FDEGCNet with its coding tables."""
-    torch.manual_seed(0)
-    model = get_model("fdegcnet", N=16)
+    """A small FDEGCNet with its coding tables."""
+    model = _coding_model()
     path = tmp_path_factory.mktemp("fdegcnet") / "fdegcnet.pt"
     save_checkpoint(model, path, lmbda=512)
     return path
@@ -182,6 +191,7 @@ def test_decoded_latents_do_not_depend_on_threads_or_batch(checkpoint, dev_image
         y_dec = _y_of(codec, data)
     finally:
         torch.set_num_threads(previous)
+    assert (y_enc != 0).float().mean() > 0.5
     assert torch.equal(y_dec, y_enc)
 
     m = codec.model
@@ -193,3 +203,14 @@ def test_decoded_latents_do_not_depend_on_threads_or_batch(checkpoint, dev_image
         alone = m.decompress([[ys[i]], [zs[i]]], out["shape"])["y_hat"]
         assert torch.equal(alone[0], together[i])
     assert torch.equal(together[1:2], y_enc)
+
+
+def test_checkerboard_context_codes_too(dev_images) -> None:
+    codec = ImageCodec(_coding_model("checkerboard"))
+    x = dev_images[2]
+    data = codec.encode(x)
+    with torch.no_grad():
+        y = torch.round(codec.model.g_a(x[None])).double()
+    assert (y != 0).float().mean() > 0.5
+    assert torch.equal(_y_of(codec, data), y)
+    assert codec.decode(data).shape == x.shape
