@@ -25,7 +25,9 @@ __all__ = ["describe", "get_model", "list_models", "model_from_config"]
 class _Entry:
     build: Callable[..., nn.Module]
     description: str
-    family: str = "ltchm"  # "ltchm": an LTCHM variant, its keys those of LTCHM's constructor
+    # "ltchm": an LTCHM variant, its keys those of LTCHM's constructor; any other family takes
+    # the keys of its build function
+    family: str = "ltchm"
 
 
 # The registry names its models without importing them (torch, CompressAI): listing them and
@@ -49,6 +51,12 @@ def _compressai(cls_name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _fdegcnet(N: int = 128, context: str = "autoregressive") -> nn.Module:
+    from ltchm.models.fdegcnet import FDEGCNet
+
+    return FDEGCNet(N=N, context=context)  # type: ignore[arg-type]  # checked by the model
+
+
 _REGISTRY: dict[str, _Entry] = {
     "ltchm": _Entry(_ltchm(), "LTCHM: DAM + HPHAM with GCA (Table 4: baseline+DAM+HPHAM w/ GCA)"),
     "ltchm-baseline": _Entry(
@@ -58,6 +66,9 @@ _REGISTRY: dict[str, _Entry] = {
     "ltchm-hpham": _Entry(_ltchm(dam=False, hpham=True, gca=True), "baseline + HPHAM (w/ GCA)"),
     "ltchm-hpham-nogca": _Entry(
         _ltchm(dam=False, hpham=True, gca=False), "baseline + HPHAM (w/o GCA)"
+    ),
+    "fdegcnet": _Entry(
+        _fdegcnet, "FDEGCNet (Fang et al. 2025): ODAM, HEAM, MCAM; Laplace mixture", "fdegcnet"
     ),
     "cheng2020-attn": _Entry(
         _compressai("Cheng2020Attention"), "CompressAI Cheng2020 (attention)", "compressai"

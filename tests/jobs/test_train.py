@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -409,3 +410,26 @@ def test_a_shard_failing_mid_run_stops_the_run_with_one_line_naming_it(
     assert re.search(r"training failed: shard \S+/train-\d+\.tar cannot be read: ReadError", line)
     assert any(name in line for name in train[1:-1]), line
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_fdegcnet_trains_registers_and_codes(tmp_path, shards, ucm_dir, capsys) -> None:
+    """Another model of the zoo through the same command: a few steps, registered under its
+    own name, and the registered model codes a real file."""
+    cfg = tmp_path / "fdegcnet.yaml"
+    text = TRAIN_YAML.replace("model: {N: 16}", "model: {name: fdegcnet, N: 16}")
+    cfg.write_text(text.replace("tracking: {", "tracking: {registered_model: fdegcnet, "))
+    uri = _uri(tmp_path)
+    argv = ["train", "--config", str(cfg), "--shards", str(shards), "--workers", "1"]
+    argv += ["--steps", "4", "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    client = MlflowClient(uri)
+    losses = _history(client, _run(client).info.run_id, "loss")
+    assert sorted(losses) == [1, 2, 3, 4] and all(map(math.isfinite, losses.values()))
+    spec = "models:/fdegcnet-lambda512@candidate"
+    model = load_model(spec, tracking_uri=uri)
+    assert type(model).__name__ == "FDEGCNet" and model.N == 16
+    image = list_images(ucm_dir)[0]
+    ltc, png = tmp_path / "a.ltc", tmp_path / "a.png"
+    assert main(["encode", str(image), str(ltc), "--model", spec, "--tracking-uri", uri]) == 0
+    assert main(["decode", str(ltc), str(png), "--tracking-uri", uri]) == 0
+    assert read_image(png).shape == read_image(image).shape

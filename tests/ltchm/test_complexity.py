@@ -24,3 +24,11 @@ def test_complexity_command(capsys) -> None:
     out = capsys.readouterr().out
     assert "24.91G" in out and "12.34M" in out and "DAM alone at 8x192x128x128" in out
     assert "Why ltchm differs from the paper" in out and "7 DAMs" in out
+
+
+def test_fdegcnet_beside_its_released_code(capsys) -> None:
+    assert main(["complexity", "--model", "fdegcnet"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("fdegcnet"))
+    assert row.split()[1] == "13.96M" and "14.26M*" in row
+    assert "cheng2020-attn" in out and "never calls" in out

@@ -27,6 +27,16 @@ def test_lambda_configs_match_the_paper(lmbda: int) -> None:
     assert (cfg.train.lr, cfg.train.lr_final, cfg.train.lr_drop_at) == (1e-4, 1e-5, 0.5)
 
 
+@pytest.mark.parametrize("lmbda", LAMBDAS)
+def test_fdegcnet_configs_follow_its_released_recipe(lmbda: int) -> None:
+    cfg = load_config(CONFIGS / "fdegcnet" / f"lambda_{lmbda}.yaml")
+    assert (cfg.model.name, cfg.loss.lmbda, cfg.loss.metric) == ("fdegcnet", lmbda, "mse")
+    assert (192 if lmbda <= 512 else 256) == cfg.model.N  # its README's config_<L>_<N>.json
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.patch_size) == (200_000, 8, 256)
+    assert (cfg.train.lr, cfg.train.lr_final, cfg.train.lr_drop_at) == (1e-4, 1e-5, 0.92)
+    assert cfg.tracking.registered_model == "fdegcnet"
+
+
 def test_round_trip_through_dict() -> None:
     cfg = load_config(CONFIGS / "lambda_2048.yaml", {"train.steps": 7, "model.mixture": "laplace"})
     again = config_from_dict(dump_config(cfg))

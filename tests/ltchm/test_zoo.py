@@ -13,6 +13,7 @@ def test_registry_names() -> None:
         "ltchm-dam",
         "ltchm-hpham",
         "ltchm-hpham-nogca",
+        "fdegcnet",
         "cheng2020-attn",
         "cheng2020-anchor",
     ]

@@ -48,3 +48,30 @@ def test_evaluate_learned_beside_jpeg2000(tmp_path: Path, checkpoints, ucm_dir: 
     assert "ltchm" in complexity
     summary = json.loads((out / "summary.json").read_text())
     assert {c["name"] for c in summary["codecs"]} >= {"ltchm", "ltchm-cb", "jpeg2000"}
+
+
+def test_evaluate_is_model_generic(tmp_path: Path, ucm_dir: Path) -> None:
+    """An FDEGCNet checkpoint is a curve like any other: real files, its identity recorded."""
+    import torch
+
+    from ltchm.codec import save_checkpoint
+    from ltchm.zoo import get_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "fdegcnet.pt"
+    save_checkpoint(get_model("fdegcnet", N=16), ckpt, lmbda=512)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(list_images(ucm_dir)[0], data)
+    out = tmp_path / "out"
+    argv = ["evaluate", "--models", f"fdegcnet={ckpt}", "--data", str(data), "--codecs"]
+    argv += ["jpeg2000", "--out", str(out), "--no-lpips", "--no-mlflow", "--quiet"]
+    assert cli([*argv, "--workers", "1"]) == 0
+    with open(out / "points.csv") as f:
+        (point,) = [p for p in csv.DictReader(f) if p["codec"] == "fdegcnet"]
+    assert int(point["bytes"]) * 8 / (256 * 256) == pytest.approx(float(point["bpp"]))
+    assert np.isfinite(float(point["psnr"]))
+    assert LearnedCodec("fdegcnet", [ModelSpec(str(ckpt))]).identity(str(ckpt))["name"] == (
+        "fdegcnet"
+    )
+    assert "fdegcnet" in (out / "complexity.md").read_text()
