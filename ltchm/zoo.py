@@ -1,7 +1,7 @@
 """The one model registry: ``get_model(name, **cfg)`` and ``list_models()``.
 
-LTCHM and its Table 4 ablations share one implementation; CompressAI's Cheng2020 models are
-the learned baselines beside them.
+LTCHM and its Table 4 ablations share one implementation; TCM (Liu et al. 2023, the paper's
+strongest comparison) and CompressAI's Cheng2020 models are the learned baselines beside them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ __all__ = ["describe", "get_model", "list_models", "model_from_config"]
 class _Entry:
     build: Callable[..., nn.Module]
     description: str
-    family: str = "ltchm"  # "ltchm": an LTCHM variant, its keys those of LTCHM's constructor
+    # "ltchm": an LTCHM variant, its keys those of LTCHM's constructor; any other family
+    # takes the keys of its build function
+    family: str = "ltchm"
 
 
 # The registry names its models without importing them (torch, CompressAI): listing them and
@@ -49,6 +51,12 @@ def _compressai(cls_name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _tcm(N: int = 128) -> nn.Module:
+    from ltchm.models.tcm import TCM
+
+    return TCM(N=N)
+
+
 _REGISTRY: dict[str, _Entry] = {
     "ltchm": _Entry(_ltchm(), "LTCHM: DAM + HPHAM with GCA (Table 4: baseline+DAM+HPHAM w/ GCA)"),
     "ltchm-baseline": _Entry(
@@ -58,6 +66,12 @@ _REGISTRY: dict[str, _Entry] = {
     "ltchm-hpham": _Entry(_ltchm(dam=False, hpham=True, gca=True), "baseline + HPHAM (w/ GCA)"),
     "ltchm-hpham-nogca": _Entry(
         _ltchm(dam=False, hpham=True, gca=False), "baseline + HPHAM (w/o GCA)"
+    ),
+    "tcm": _Entry(
+        _tcm,
+        "TCM: Transformer-CNN mixture blocks, channel-wise entropy model with SWAtten "
+        "(Liu et al., CVPR 2023; N = 64, 96, 128)",
+        "tcm",
     ),
     "cheng2020-attn": _Entry(
         _compressai("Cheng2020Attention"), "CompressAI Cheng2020 (attention)", "compressai"
