@@ -36,11 +36,17 @@ PAPER_PARAMS_M = {
     "ltchm-hpham-nogca": 11.24,
     "ltchm": 12.34,
     "cheng2020-attn": 8.78,
+    "tcm": 75.90,  # Tab. 6's Liu2023
 }
-PAPER_MACS_G = {"ltchm": 24.91, "cheng2020-attn": 27.41}
 # Models whose papers print no figure we have: their released code's parameter count at
 # N=128, measured by running it (marked "*" in the paper column).
 RELEASED_PARAMS_M = {"fdegcnet": 14.26}
+PAPER_MACS_G = {"ltchm": 24.91, "cheng2020-attn": 27.41, "tcm": 116.78}
+# TCM's released code (github.com/jmliu206/LIC_TCM at 6c6d7a3), run through measure() here:
+# params (all) at N = 64 / 96 / 128, as TCM's paper prints them; at N = 128 thop-rule params
+# 75.90M, thop MACs 118.27G, FLOPs 242.02G on 1x3x256x256.
+TCM_RELEASED_PARAMS_M = {64: 45.18, 96: 59.13, 128: 76.57}
+TCM_RELEASED_MACS_G = {128: 118.27}
 PAPER_DAM = (0.54, 5.30)  # params (M), MACs (G) at 8x192x128x128
 ABLATIONS = ("ltchm-baseline", "ltchm-dam", "ltchm-hpham", "ltchm-hpham-nogca", "ltchm")
 
@@ -162,6 +168,19 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
             "FGM registers a 3x3 convolution (0.30M at N=128) that its forward never calls, "
             "left out here. Neither count includes MCAM's FFTs (on z, at 1/64 of the image)."
         )
+    if name == "tcm":
+        released = TCM_RELEASED_PARAMS_M.get(getattr(model, "N", 0))
+        if released:
+            macs = TCM_RELEASED_MACS_G.get(getattr(model, "N", 0))
+            lines.append(
+                f"the authors' released TCM has {released:.2f}M parameters at this N"
+                + (f" and {macs:.2f}G thop MACs" if macs else "")
+                + f" under the same counters (ours: {c.params_all / 1e6:.2f}M, "
+                f"{c.macs_thop / 1e9:.2f}G). Tab. 6 of the LTCHM paper prints Liu2023's thop-rule "
+                "parameters (the thop it used ignores GDN, the relative-position tables and the "
+                "bottleneck) and 116.78G MACs, 1.3 % below this counter's count of the released "
+                "code (thop versions differ)."
+            )
         return lines
     if not isinstance(model, LTCHM):
         lines.append(

@@ -1,7 +1,7 @@
 """The one model registry: ``get_model(name, **cfg)`` and ``list_models()``.
 
-LTCHM and its Table 4 ablations share one implementation; CompressAI's Cheng2020 models are
-the learned baselines beside them.
+LTCHM and its Table 4 ablations share one implementation; TCM (Liu et al. 2023, the paper's
+strongest comparison) and CompressAI's Cheng2020 models are the learned baselines beside them.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ def _fdegcnet(N: int = 128, context: str = "autoregressive") -> nn.Module:
     return FDEGCNet(N=N, context=context)  # type: ignore[arg-type]  # checked by the model
 
 
+def _tcm(N: int = 128) -> nn.Module:
+    from ltchm.models.tcm import TCM
+
+    return TCM(N=N)
+
+
 _REGISTRY: dict[str, _Entry] = {
     "ltchm": _Entry(_ltchm(), "LTCHM: DAM + HPHAM with GCA (Table 4: baseline+DAM+HPHAM w/ GCA)"),
     "ltchm-baseline": _Entry(
@@ -69,6 +75,12 @@ _REGISTRY: dict[str, _Entry] = {
     ),
     "fdegcnet": _Entry(
         _fdegcnet, "FDEGCNet (Fang et al. 2025): ODAM, HEAM, MCAM; Laplace mixture", "fdegcnet"
+    ),
+    "tcm": _Entry(
+        _tcm,
+        "TCM: Transformer-CNN mixture blocks, channel-wise entropy model with SWAtten "
+        "(Liu et al., CVPR 2023; N = 64, 96, 128)",
+        "tcm",
     ),
     "cheng2020-attn": _Entry(
         _compressai("Cheng2020Attention"), "CompressAI Cheng2020 (attention)", "compressai"

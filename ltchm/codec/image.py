@@ -46,7 +46,7 @@ class ImageCodec:
     """Encode and decode 8-bit RGB images with a compression model.
 
     Args:
-        model: a model of ``ltchm.zoo`` (LTCHM or a CompressAI baseline), with its
+        model: a model of ``ltchm.zoo`` (LTCHM, TCM or a CompressAI baseline), with its
             registry config; coding tables are built if it has none.
         tile_size: images larger than this (pixels a side) are coded as independent tiles;
             a multiple of 64. ``0`` codes every image whole.

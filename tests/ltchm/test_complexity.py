@@ -32,3 +32,15 @@ def test_fdegcnet_beside_its_released_code(capsys) -> None:
     row = next(line for line in out.splitlines() if line.startswith("fdegcnet"))
     assert row.split()[1] == "13.96M" and "14.26M*" in row
     assert "cheng2020-attn" in out and "never calls" in out
+
+
+def test_tcm_beside_its_published_figures() -> None:
+    from ltchm.complexity import PAPER_MACS_G, PAPER_PARAMS_M, TCM_RELEASED_PARAMS_M, explain
+
+    model = get_model("tcm", N=128)
+    c = measure(model, (1, 3, 256, 256))
+    assert round(c.params_thop / 1e6, 2) == PAPER_PARAMS_M["tcm"]  # Tab. 6's Liu2023: 75.90M
+    assert abs(c.params_all / 1e6 / TCM_RELEASED_PARAMS_M[128] - 1) < 0.05
+    assert abs(c.macs_thop / 1e9 / PAPER_MACS_G["tcm"] - 1) < 0.02  # 116.78G
+    lines = " ".join(explain(model, c, "tcm"))
+    assert "released TCM has 76.57M" in lines and "118.27G" in lines
