@@ -298,6 +298,21 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"torch threads per worker {config_default('scenes.cpus_per_worker')}",
     )
+    parser.add_argument(
+        "--max-error",
+        type=float,
+        metavar="E",
+        help="bound every valid pixel within E of its source, per band, in native units "
+        "(0: lossless): the learned decode's residual, quantised with step 2E+1, coded "
+        "losslessly, checked on decode",
+    )
+    parser.add_argument(
+        "--psnr-floor",
+        type=float,
+        metavar="DB",
+        help="apply the error-bounded layer only to the tiles and bands whose PSNR (native "
+        "range) falls below DB; its E: --max-error, else the largest E that guarantees DB",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the decode + PSNR pass")
     add_address(parser)
     add_tracking_uri(parser)
@@ -315,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             "scenes.workers": args.workers,
             "scenes.cpus_per_worker": args.cpus_per_worker,
             "scenes.verify": False if args.no_verify else None,
+            "scenes.max_error": args.max_error,
+            "scenes.psnr_floor": args.psnr_floor,
         }
         cfg = load_config(args.config, overrides).scenes
         result = compress_scenes(

@@ -241,6 +241,18 @@ class ScenesConfig(_Section):
         "slower (workers idle at the end of a scene); 1 holds the least in memory",
     )
     verify: bool = Field(True, description="decode each file and report PSNR per band")
+    max_error: float | None = Field(
+        None,
+        ge=0,
+        description="error-bounded layer: every valid pixel within this many native units of "
+        "its source (0: lossless); with psnr_floor, only where the floor is not met",
+    )
+    psnr_floor: float | None = Field(
+        None,
+        gt=0,
+        description="dB: tiles/bands whose PSNR (native range) falls below get the "
+        "error-bounded layer (E = max_error, else the E that guarantees the floor)",
+    )
     workers: int | None = Field(None, ge=1, description="Ray workers (None: the cluster's CPUs)")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
 

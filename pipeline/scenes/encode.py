@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from ltchm.atomic import atomic_path
 from ltchm.config import ScenesConfig
 from pipeline.scenes.container import (
+    ErrorInfo,
     MappingInfo,
     SceneHeader,
     SceneWriter,
@@ -71,6 +72,11 @@ def plan_scene(
             **fields,
             mapping=MappingInfo(mode="identity"),
             tiling=TilingInfo(tile_size=cfg.tile_size, overlap=cfg.overlap, blend=cfg.blend()),
+            error=(
+                ErrorInfo(max_error=cfg.max_error, psnr_floor=cfg.psnr_floor)
+                if cfg.max_error is not None or cfg.psnr_floor is not None
+                else None
+            ),
             model=model_info(model, context=context, source=source),
             source=SourceInfo(
                 name=name or Path(path).name,

@@ -61,6 +61,7 @@ class _Pending:
         self.waiting = set(cell.tiles) | {cell.owner}
         self.planes: np.ndarray | None = None
         self.alpha: np.ndarray | None = None
+        self.exact: dict[int, np.ndarray] = {}  # coded band -> the owner's bounded values
 
 
 class SceneDecoder:
@@ -170,6 +171,8 @@ class SceneDecoder:
                 p.planes = tile.planes[(slice(None), *sl)]
             if tile.alpha is not None:
                 p.alpha = tile.alpha[sl]
+            for c, exact in tile.exact.items():
+                p.exact[c] = exact[sl]
         p.waiting.discard(t)
 
     def _finish(self, p: _Pending) -> Block:
@@ -181,11 +184,13 @@ class SceneDecoder:
         bands = hdr.coded_bands
         mode = hdr.mask.mode
         for c, b in enumerate(bands):
-            out[b - 1] = to_dtype(values[c], hdr.dtype)
+            # error-bounded bands take their owner's values as they are: blending them with
+            # a neighbour's would void the bound
+            out[b - 1] = p.exact[c] if c in p.exact else to_dtype(values[c], hdr.dtype)
         if hdr.alpha_band is not None:
             out[hdr.alpha_band - 1] = p.alpha
         mask = None
-        for b in bands:
+        for c, b in enumerate(bands):
             nodata = nodata_of(hdr, b)
             if mode == "nodata" and b in hdr.mask.bands:
                 assert p.planes is not None  # every tile of a masked scene carries its planes
@@ -201,6 +206,9 @@ class SceneDecoder:
             band = out[b - 1]
             if valid is not None:
                 band[~valid] = _fill(nodata, band.dtype)
+            if c in p.exact:  # the encoder kept valid pixels off nodata (or they are on it)
+                continue
+            if valid is not None:
                 nudge_off_nodata(band, valid, nodata)
             elif nodata is not None:
                 nudge_off_nodata(band, np.ones(band.shape, bool), nodata)

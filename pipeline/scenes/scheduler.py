@@ -101,6 +101,7 @@ class _State:
     errors: Any = None
     encode_s: float = 0.0
     verify_s: float = 0.0
+    residual_tiles: list[int] = field(default_factory=list)  # per band: tiles with a residual
     failed: bool = False
     renamed: bool = False  # the complete file is in place (verification may still fail)
 
@@ -210,6 +211,7 @@ class SceneBatch:
         while st.next_chunk in st.ready:  # tiles go into the file in raster order
             for rec in st.ready.pop(st.next_chunk):
                 st.writer.add(rec)
+                self._count(st, rec)
             st.next_chunk += 1
         if st.next_chunk < len(st.chunks):
             return
@@ -228,6 +230,19 @@ class SceneBatch:
         ltcs = str(self.out_dir / st.scene.out)
         for b, rows in enumerate(bands):
             self.push("verify", st.index, (st.scene, ltcs, rows), sub=b)
+
+    def _count(self, st: _State, rec: bytes) -> None:
+        """Tally what a tile record holds for the report (its header only is parsed)."""
+        from pipeline.scenes.container import unpack_tile
+
+        h = st.header
+        if h.error is None:
+            return
+        if not st.residual_tiles:
+            st.residual_tiles = [0] * h.count
+        for c, r in enumerate(unpack_tile(rec).residuals or []):
+            if r:
+                st.residual_tiles[h.coded_bands[c] - 1] += 1
 
     def _on_verify(self, st: _State, item: WorkItem, result: dict[str, Any]) -> None:
         from pipeline.scenes.verify import BandErrors
@@ -264,7 +279,29 @@ class SceneBatch:
             "output_sha256": file_sha256(out),
             "error": None,
         }
+        if h.error is not None:
+            row.update(
+                max_error=h.error.max_error,
+                psnr_floor=h.error.psnr_floor,
+                residual_tiles=st.residual_tiles,
+            )
         if st.errors is not None:
             row.update(psnr_fields(st.errors, h.dtype))
+            _check_bound(h, st.errors)
         self.rows[st.index] = row
         write_record(self.out_dir, st.scene, self.fp, row)
+
+
+def _check_bound(header: Any, errors: Any) -> None:
+    """A scene coded within ``max_error`` everywhere must verify within it: raise if not
+    (the scene then fails and its file is removed; never reported as done)."""
+    err = header.error
+    if err is None or err.max_error is None or err.psnr_floor is not None:
+        return
+    bound = err.max_error if header.dtype.startswith("float") else int(err.max_error)
+    for b in header.coded_bands:
+        if errors.count[b - 1] and errors.max_abs[b - 1] > bound:
+            raise ValueError(
+                f"band {b} decodes {errors.max_abs[b - 1]} off its source, over the bound "
+                f"{err.max_error}: the file was removed"
+            )
