@@ -74,12 +74,21 @@ class SceneDecoder:
     """
 
     def __init__(
-        self, reader: SceneReader, model: nn.Module | TileCoder, device: Any = None
+        self, reader: SceneReader, model: nn.Module | TileCoder | Any, device: Any = None
     ) -> None:
         self.reader = reader
         self.header = reader.header
-        self.coder = model if isinstance(model, TileCoder) else TileCoder(model, device)
-        check_model(self.header, self.coder.identity)
+        # a TileCoder, or a family's coder (pipeline.scenes.targets), which checks each
+        # rate point against the file as it dispatches tiles to them
+        self.coder = TileCoder(model, device) if isinstance(model, nn.Module) else model
+        if self.header.family:
+            if not hasattr(self.coder, "coders") and not hasattr(self.coder, "_load"):
+                raise ValueError(
+                    f"{reader.path}: its tiles use a family of {len(self.header.family)} rate "
+                    "points; decode it with the family (decompress-scene finds each one)"
+                )
+        else:
+            check_model(self.header, self.coder.identity)
         self.grid = grid_of(self.header)
         if len(self.grid) != len(reader):
             raise ValueError(

@@ -27,7 +27,8 @@ __all__ = [
 REPORT_FIELDS = (
     "scene", "status", "output", "width", "height", "bands", "dtype", "tiles", "bytes", "bpp",
     "psnr_db", "psnr_min_db", "psnr_peak", "max_error", "psnr_floor", "max_abs_error",
-    "residual_tiles", "seconds", "encode_seconds", "verify_seconds",
+    "residual_tiles", "target_psnr", "target_bpp", "target_met", "tile_models", "unmet_tiles",
+    "seconds", "encode_seconds", "verify_seconds",
     "source_sha256", "output_sha256", "error",
 )  # fmt: skip
 

@@ -102,6 +102,7 @@ class _State:
     encode_s: float = 0.0
     verify_s: float = 0.0
     residual_tiles: list[int] = field(default_factory=list)  # per band: tiles with a residual
+    notes: list[dict[str, Any]] = field(default_factory=list)  # targets: each tile's choice
     failed: bool = False
     renamed: bool = False  # the complete file is in place (verification may still fail)
 
@@ -206,6 +207,7 @@ class SceneBatch:
         from pipeline.scenes.mosaic import grid_of
 
         st.ready[item.priority[2]] = result["records"]
+        st.notes.extend(result.get("tiles", []))
         st.encode_s += result["seconds"]
         self.bar.update(len(result["records"]))
         while st.next_chunk in st.ready:  # tiles go into the file in raster order
@@ -288,6 +290,8 @@ class SceneBatch:
         if st.errors is not None:
             row.update(psnr_fields(st.errors, h.dtype))
             _check_bound(h, st.errors)
+        if self.cfg.target_psnr is not None or self.cfg.target_bpp is not None:
+            row.update(_target_fields(self.cfg, row, st.notes))
         self.rows[st.index] = row
         write_record(self.out_dir, st.scene, self.fp, row)
 
@@ -305,3 +309,25 @@ def _check_bound(header: Any, errors: Any) -> None:
                 f"band {b} decodes {errors.max_abs[b - 1]} off its source, over the bound "
                 f"{err.max_error}: the file was removed"
             )
+
+
+def _target_fields(cfg: ScenesConfig, row: dict[str, Any], notes: list[dict[str, Any]]) -> dict:
+    """Target and achieved values of a scene: per band for a PSNR, for the scene for a rate;
+    the rate point each tile took, and the tiles no rate point met (the error-bounded
+    layer took those over; otherwise the scene would have failed)."""
+    models: dict[str, int] = {}
+    for n in notes:
+        key = "?" if n["model"] is None else f"{n['model']:g}"
+        models[key] = models.get(key, 0) + 1
+    unmet = sorted(n["tile"] for n in notes if not n["met"])
+    out: dict[str, Any] = {
+        "target_psnr": cfg.target_psnr,
+        "target_bpp": cfg.target_bpp,
+        "tile_models": [f"{k}:{v}" for k, v in sorted(models.items())],
+        "unmet_tiles": unmet,
+    }
+    if cfg.target_psnr is not None and row.get("psnr_db") is not None:
+        out["target_met"] = [None if p is None else p >= cfg.target_psnr for p in row["psnr_db"]]
+    elif cfg.target_bpp is not None:
+        out["target_met"] = [row["bpp"] <= cfg.target_bpp]
+    return out
