@@ -120,7 +120,9 @@ def compress_scenes(
     """Compress every scene of ``inputs`` into ``out_dir``; see the module docstring.
 
     Args:
-        model: a model SPEC (checkpoint, ``models:/name@alias``, registry name).
+        model: a model SPEC (checkpoint, ``models:/name@alias``, registry name); with a
+            target (``cfg.target_psnr`` / ``cfg.target_bpp``) a family SPEC
+            (:func:`pipeline.scenes.targets.resolve_family`).
         config: config file for a registry-name SPEC (its ``model`` section).
         use_ray: False runs everything in this process (debugging, the benchmark baseline).
         tracking_uri: the MLflow store of a ``models:/`` SPEC.
@@ -133,7 +135,7 @@ def compress_scenes(
     from ltchm.codec.spec import load_model, spec_source
     from ltchm.codec.store import store_model
     from pipeline.scenes.tiles import TileCoder
-    from pipeline.scenes.worker import SceneWorker
+    from pipeline.scenes.worker import SceneWorker, family_hash
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir).resolve()
@@ -148,11 +150,22 @@ def compress_scenes(
         from ltchm.tracking import resolve_tracking_uri
 
         tracking_uri = resolve_tracking_uri(tracking_uri)
-    driver_model = load_model(model, config, device, tracking_uri)
     source = spec_source(model, tracking_uri)
-    driver_coder = TileCoder(driver_model, device)
-    weights = driver_coder.identity.weights_hash
-    store_model(driver_coder.model, weights)
+    sources: list[str | None] = []
+    driver_coder: Any
+    if cfg.target_psnr is None and cfg.target_bpp is None:
+        driver_coder = TileCoder(load_model(model, config, device, tracking_uri), device)
+        store_model(driver_coder.model, driver_coder.identity.weights_hash)
+    else:  # a family of rate points: each in the store, so that decoding finds each one
+        from pipeline.scenes.targets import FamilyCoder, resolve_family
+
+        specs = resolve_family(model, tracking_uri)
+        coders = [TileCoder(load_model(s, config, device, tracking_uri), device) for s in specs]
+        for c in coders:
+            store_model(c.model, c.identity.weights_hash)
+        sources = [spec_source(s, tracking_uri) for s in specs]
+        driver_coder = FamilyCoder(coders, cfg.target_psnr, cfg.target_bpp)
+    weights = family_hash(driver_coder)
     fp = fingerprint(cfg, weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     with locked_output(out_dir, STATE_DIR, "compress-scenes"):
@@ -171,7 +184,7 @@ def compress_scenes(
                         "(a checkpoint that differs between nodes?)"
                     )
             else:
-                pool = LocalPool(SceneWorker.from_coder(driver_coder, cfg, source))
+                pool = LocalPool(SceneWorker.from_coder(driver_coder, cfg, source, sources))
             bar = stack.enter_context(
                 tqdm(
                     total=0,
@@ -298,6 +311,35 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"torch threads per worker {config_default('scenes.cpus_per_worker')}",
     )
+    parser.add_argument(
+        "--max-error",
+        type=float,
+        metavar="E",
+        help="bound every valid pixel within E of its source, per band, in native units "
+        "(0: lossless): the learned decode's residual, quantised with step 2E+1, coded "
+        "losslessly, checked on decode",
+    )
+    parser.add_argument(
+        "--psnr-floor",
+        type=float,
+        metavar="DB",
+        help="apply the error-bounded layer only to the tiles and bands whose PSNR (native "
+        "range) falls below DB; its E: --max-error, else the largest E that guarantees DB",
+    )
+    parser.add_argument(
+        "--target-psnr",
+        type=float,
+        metavar="DB",
+        help="per tile, the rate point of the --model family (models:/ltchm-lambda*@ALIAS, "
+        "pretrained:SET, or specs joined by commas) giving every band DB in its native "
+        "range with the fewest bytes",
+    )
+    parser.add_argument(
+        "--target-bpp",
+        type=float,
+        metavar="B",
+        help="per tile, the best rate point of the --model family that fits B bits per pixel",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the decode + PSNR pass")
     add_address(parser)
     add_tracking_uri(parser)
@@ -315,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
             "scenes.workers": args.workers,
             "scenes.cpus_per_worker": args.cpus_per_worker,
             "scenes.verify": False if args.no_verify else None,
+            "scenes.max_error": args.max_error,
+            "scenes.psnr_floor": args.psnr_floor,
+            "scenes.target_psnr": args.target_psnr,
+            "scenes.target_bpp": args.target_bpp,
         }
         cfg = load_config(args.config, overrides).scenes
         result = compress_scenes(

@@ -248,6 +248,30 @@ class ScenesConfig(_Section):
         "slower (workers idle at the end of a scene); 1 holds the least in memory",
     )
     verify: bool = Field(True, description="decode each file and report PSNR per band")
+    max_error: float | None = Field(
+        None,
+        ge=0,
+        description="error-bounded layer: every valid pixel within this many native units of "
+        "its source (0: lossless); with psnr_floor, only where the floor is not met",
+    )
+    target_psnr: float | None = Field(
+        None,
+        gt=0,
+        description="dB: each tile coded by the rate point of the model family that gives every "
+        "band this PSNR (native range) with the fewest bytes",
+    )
+    target_bpp: float | None = Field(
+        None,
+        gt=0,
+        description="bits per pixel: each tile coded by the best rate point of the family that "
+        "fits this rate",
+    )
+    psnr_floor: float | None = Field(
+        None,
+        gt=0,
+        description="dB: tiles/bands whose PSNR (native range) falls below get the "
+        "error-bounded layer (E = max_error, else the E that guarantees the floor)",
+    )
     workers: int | None = Field(None, ge=1, description="Ray workers (None: the cluster's CPUs)")
     cpus_per_worker: int = Field(1, ge=1, description="CPUs (torch threads) per worker")
 
@@ -263,6 +287,8 @@ class ScenesConfig(_Section):
             raise ValueError(f"overlap must be at most tile_size / 2, got {self.overlap}")
         if self.blend() > self.overlap:
             raise ValueError(f"blend_width {self.blend_width} exceeds the overlap {self.overlap}")
+        if self.target_psnr is not None and self.target_bpp is not None:
+            raise ValueError("give target_psnr or target_bpp, not both")
         for g in self.band_groups or ():
             if not 1 <= len(g) <= 3 or min(g) < 1:
                 raise ValueError(f"band_groups hold 1 to 3 band numbers >= 1, got {list(g)}")

@@ -291,7 +291,8 @@ class LTCHM(CompressionModel):
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict[str, Any]:
-        """Entropy-code a batch: ``{"strings": [y_strings, z_strings], "shape": z size}``."""
+        """Entropy-code a batch: ``{"strings": [y_strings, z_strings], "shape": z size,
+        "y_hat": the quantised latents}``."""
         self.check_size(x)
         prog = self._require_ready()
         y = self.g_a(x)
@@ -303,7 +304,9 @@ class LTCHM(CompressionModel):
         y_strings = [
             encode_y(self, prog, y_hat[i : i + 1], hyper[i : i + 1]) for i in range(len(x))
         ]
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+        # y_hat is what the decoder rebuilds exactly: the scene codec's error-bounded layer
+        # predicts from it without decoding its own streams again
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
 
     @torch.no_grad()
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict[str, Tensor]:

@@ -3,7 +3,8 @@
 Layout (little-endian)::
 
     magic          8  b"\\x89LTS\\r\\n\\x1a\\n" (PNG-style: catches text-mode mangling)
-    version        1  format version (1)
+    version        1  format version: 2 for files with an error-bounded layer or per-tile
+                      models, else 1 (readable by releases before version 2)
     header length  4
     header            UTF-8 JSON (:class:`SceneHeader`): geometry, CRS, bands, masks, mapping,
                       tile grid, model identity, source
@@ -34,7 +35,9 @@ from ltchm.codec.container import ContainerError
 
 __all__ = [
     "MAGIC",
+    "READABLE",
     "VERSION",
+    "ErrorInfo",
     "MappingInfo",
     "MaskInfo",
     "ModelInfo",
@@ -51,7 +54,8 @@ __all__ = [
 
 MAGIC = b"\x89LTS\r\n\x1a\n"
 END = b"LTCSEND\x00"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # version 2 added the error-bounded layer and per-tile models
 _PREFIX = struct.Struct("<8sBI")
 _ENTRY = struct.Struct("<QII")
 _FOOTER = struct.Struct("<QII8s")
@@ -110,6 +114,18 @@ class ModelInfo(_Strict):
     source: str | None = None
 
 
+class ErrorInfo(_Strict):
+    """The error-bounded layer the scene was coded with (``None`` in the header: none).
+
+    ``max_error``: the bound E in native units applied to every tile and band (``None``
+    with a floor alone: each tile-band below ``psnr_floor`` gets the E that guarantees it).
+    Each tile record says which of its bands carry a residual and with which E.
+    """
+
+    max_error: float | None = Field(None, ge=0)
+    psnr_floor: float | None = Field(None, gt=0)
+
+
 class SourceInfo(_Strict):
     name: str
     sha256: str
@@ -145,6 +161,10 @@ class SceneHeader(_Strict):
     model: ModelInfo
     source: SourceInfo
     created_by: str = "ltchm"
+    # version 2: the error-bounded layer, and the rate points tiles may name (tile records
+    # hold an index into ``family``; empty: every tile uses ``model``)
+    error: ErrorInfo | None = None
+    family: list[ModelInfo] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> SceneHeader:
@@ -164,6 +184,8 @@ class SceneHeader(_Strict):
             raise ValueError(f"band {bad[0]} does not exist (the scene has {self.count})")
         if any(not 1 <= len(g) <= 3 for g in self.groups):
             raise ValueError("a band group holds more than 3 bands or none")
+        if len(self.family) > 255:
+            raise ValueError(f"a family of {len(self.family)} models (at most 255)")
         return self
 
     @property
@@ -171,8 +193,16 @@ class SceneHeader(_Strict):
         """The bands the model codes, ascending (1-based)."""
         return sorted({b for g in self.groups for b in g})
 
+    @property
+    def version(self) -> int:
+        """The format version this header needs: 1 unless it uses what version 2 added, so
+        that files without those features stay readable by older releases."""
+        return 2 if self.error is not None or self.family else 1
+
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        # version-2 keys only where used: a version-1 file's header is what it always was
+        unused = {k for k in ("error", "family") if not getattr(self, k)}
+        return self.model_dump_json(exclude=unused).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> SceneHeader:
@@ -197,10 +227,14 @@ class TileRecord:
     mapping: list[tuple[float, float]] | None = None  # tile-linear: (lo, hi) per coded band
     mask: bytes = b""  # zlib of np.packbits of the (planes, h, w) validity of the owned region
     alpha: bytes = b""  # zlib of the alpha band over the owned region
+    # version 2: per coded band, its residual record over the owned region (b"": none;
+    # see pipeline.scenes.residual), and the index of the tile's model in the header's family
+    residuals: list[bytes] | None = None
+    model: int | None = None
 
 
 _TILE = struct.Struct("<HHBB")  # latent h, w, groups, flags
-_F_MAPPING, _F_MASK, _F_ALPHA = 1, 2, 4
+_F_MAPPING, _F_MASK, _F_ALPHA, _F_RESIDUAL, _F_MODEL = 1, 2, 4, 8, 16
 
 
 def pack_tile(t: TileRecord) -> bytes:
@@ -208,7 +242,11 @@ def pack_tile(t: TileRecord) -> bytes:
         (_F_MAPPING if t.mapping is not None else 0)
         | (_F_MASK if t.mask else 0)
         | (_F_ALPHA if t.alpha else 0)
+        | (_F_RESIDUAL if t.residuals and any(t.residuals) else 0)
+        | (_F_MODEL if t.model is not None else 0)
     )
+    residuals = t.residuals if flags & _F_RESIDUAL else []
+    assert residuals is not None
     head = bytearray(_TILE.pack(*t.shape, len(t.groups), flags))
     for streams in t.groups:
         head += struct.pack("<B", len(streams))
@@ -220,8 +258,13 @@ def pack_tile(t: TileRecord) -> bytes:
         head += struct.pack("<I", len(t.mask))
     if t.alpha:
         head += struct.pack("<I", len(t.alpha))
+    if residuals:
+        head += struct.pack("<H", len(residuals))
+        head += b"".join(struct.pack("<I", len(r)) for r in residuals)
+    if t.model is not None:
+        head += struct.pack("<B", t.model)
     body = b"".join(s for streams in t.groups for s in streams)
-    return bytes(head) + body + t.mask + t.alpha
+    return bytes(head) + body + t.mask + t.alpha + b"".join(residuals)
 
 
 def unpack_tile(data: bytes) -> TileRecord:
@@ -249,7 +292,12 @@ def unpack_tile(data: bytes) -> TileRecord:
         mapping = [(vals[2 * i], vals[2 * i + 1]) for i in range(n)]
     mask_len = take("<I")[0] if flags & _F_MASK else 0
     alpha_len = take("<I")[0] if flags & _F_ALPHA else 0
-    total = sum(sum(ls) for ls in lengths) + mask_len + alpha_len
+    res_lens: tuple[int, ...] = ()
+    if flags & _F_RESIDUAL:
+        (n,) = take("<H")
+        res_lens = take(f"<{n}I") if n else ()
+    model = take("<B")[0] if flags & _F_MODEL else None
+    total = sum(sum(ls) for ls in lengths) + mask_len + alpha_len + sum(res_lens)
     if pos + total != len(data):
         raise ContainerError(
             f"tile record holds {len(data) - pos} payload bytes, its table announces {total}"
@@ -264,7 +312,14 @@ def unpack_tile(data: bytes) -> TileRecord:
     mask = data[pos : pos + mask_len]
     pos += mask_len
     alpha = data[pos : pos + alpha_len]
-    return TileRecord((zh, zw), groups, mapping, mask, alpha)
+    pos += alpha_len
+    residuals = None
+    if res_lens:
+        residuals = []
+        for n in res_lens:
+            residuals.append(data[pos : pos + n])
+            pos += n
+    return TileRecord((zh, zw), groups, mapping, mask, alpha, residuals, model)
 
 
 class SceneWriter:
@@ -277,7 +332,8 @@ class SceneWriter:
         self._entries: list[tuple[int, int, int]] = []
         raw = header.to_json()
         self._f: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed in close())
-        self._f.write(_PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + _CRC.pack(zlib.crc32(raw)))
+        prefix = _PREFIX.pack(MAGIC, header.version, len(raw))
+        self._f.write(prefix + raw + _CRC.pack(zlib.crc32(raw)))
 
     def __enter__(self) -> SceneWriter:
         return self
@@ -335,10 +391,12 @@ class SceneReader:
         if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
             raise ContainerError(f"{self.path}: not an .ltcs file (bad magic bytes)")
         _, version, head_len = _PREFIX.unpack(prefix)
-        if version != VERSION:
+        if version not in READABLE:
             raise ContainerError(
-                f"{self.path}: unsupported .ltcs version {version}; this ltchm reads {VERSION}"
+                f"{self.path}: unsupported .ltcs version {version}; this ltchm reads "
+                f"{', '.join(map(str, READABLE))}"
             )
+        self.version = version
         if head_len > MAX_HEADER or _PREFIX.size + head_len + 4 + _FOOTER.size > size:
             raise ContainerError(f"{self.path}: header length exceeds the file: truncated")
         raw = f.read(head_len)

@@ -76,6 +76,25 @@ def find_scene_model(
     checkpoint still at its path)."""
     from ltchm.codec.spec import load_model, load_recorded_model
 
+    if header.family:  # per-tile rate points: each loaded when a tile first needs it
+        from ltchm.codec.identity import identity_of
+        from pipeline.scenes.targets import FamilyDecoder, resolve_family
+
+        given = {}
+        for s in resolve_family(spec, tracking_uri) if spec else []:
+            m = load_model(s, config, device, tracking_uri)
+            given[identity_of(m).weights_hash[:16]] = m
+
+        def load(info):
+            if info.weights_hash[:16] in given:
+                return given[info.weights_hash[:16]]
+            ident = ModelIdentity(info.name, float("nan"), info.config_hash, info.weights_hash)
+            try:
+                return load_recorded_model(ident, info.source, device, tracking_uri)
+            except LookupError as exc:
+                raise LookupError(f"a rate point of the scene was {exc}") from None
+
+        return FamilyDecoder(header, load, device)
     if spec:
         return load_model(spec, config, device, tracking_uri)
     m = header.model

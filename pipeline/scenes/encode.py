@@ -17,7 +17,9 @@ from rasterio.windows import Window
 from ltchm.atomic import atomic_path
 from ltchm.config import ScenesConfig
 from pipeline.scenes.container import (
+    ErrorInfo,
     MappingInfo,
+    ModelInfo,
     SceneHeader,
     SceneWriter,
     SourceInfo,
@@ -47,6 +49,7 @@ def plan_scene(
     size: int | None = None,
     context: str | None = None,
     source: str | None = None,
+    family: list[ModelInfo] | None = None,
 ) -> SceneHeader:
     """The header of ``path`` coded with ``cfg`` by a model of identity ``model``.
 
@@ -55,6 +58,7 @@ def plan_scene(
         model: a :class:`~ltchm.codec.ModelIdentity`.
         sha256, size: of the source's bytes, when the caller has them (archive members).
         context, source: the model's context mode and where it came from (recorded).
+        family: the rate points tiles choose from (targets); the first is ``model``.
     """
     with open_scene(path) as ds:
         fields = describe_scene(ds, cfg.band_groups)
@@ -71,7 +75,13 @@ def plan_scene(
             **fields,
             mapping=MappingInfo(mode="identity"),
             tiling=TilingInfo(tile_size=cfg.tile_size, overlap=cfg.overlap, blend=cfg.blend()),
-            model=model_info(model, context=context, source=source),
+            error=(
+                ErrorInfo(max_error=cfg.max_error, psnr_floor=cfg.psnr_floor)
+                if cfg.max_error is not None or cfg.psnr_floor is not None
+                else None
+            ),
+            model=family[0] if family else model_info(model, context=context, source=source),
+            family=family or [],
             source=SourceInfo(
                 name=name or Path(path).name,
                 sha256=sha256 or "",
@@ -90,7 +100,7 @@ def plan_scene(
 
 
 def iter_tiles(
-    path: str, header: SceneHeader, indices: Iterable[int], coder: TileCoder
+    path: str, header: SceneHeader, indices: Iterable[int], coder: TileCoder | Any
 ) -> Iterator[bytes]:
     """The packed records of tiles ``indices`` of the planned scene at ``path``, one by one."""
     grid = grid_of(header)
@@ -103,7 +113,7 @@ def iter_tiles(
 
 
 def encode_tiles(
-    path: str, header: SceneHeader, indices: Sequence[int], coder: TileCoder
+    path: str, header: SceneHeader, indices: Sequence[int], coder: TileCoder | Any
 ) -> list[bytes]:
     """The packed records of tiles ``indices`` (the Ray job's unit of work)."""
     return list(iter_tiles(path, header, indices, coder))
@@ -112,15 +122,21 @@ def encode_tiles(
 def encode_scene(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    coder: TileCoder,
+    coder: TileCoder | Any,
     cfg: ScenesConfig | None = None,
     progress: bool = False,
 ) -> SceneHeader:
-    """Encode one scene into an ``.ltcs`` file in this process (atomically)."""
+    """Encode one scene into an ``.ltcs`` file in this process (atomically); ``coder`` a
+    :class:`TileCoder` or a :class:`~pipeline.scenes.targets.FamilyCoder`."""
     from tqdm.auto import tqdm
 
     cfg = cfg or ScenesConfig()
-    header = plan_scene(str(path), cfg, coder.identity)
+    from pipeline.scenes.targets import FamilyCoder
+
+    family = None
+    if isinstance(coder, FamilyCoder):
+        family = coder.infos(None, [None] * len(coder.coders))
+    header = plan_scene(str(path), cfg, coder.identity, family=family)
     n = len(grid_of(header))
     with atomic_path(out) as tmp, SceneWriter(tmp, header, n) as writer:
         tiles = iter_tiles(str(path), header, range(n), coder)

@@ -61,6 +61,7 @@ class _Pending:
         self.waiting = set(cell.tiles) | {cell.owner}
         self.planes: np.ndarray | None = None
         self.alpha: np.ndarray | None = None
+        self.exact: dict[int, np.ndarray] = {}  # coded band -> the owner's bounded values
 
 
 class SceneDecoder:
@@ -73,12 +74,21 @@ class SceneDecoder:
     """
 
     def __init__(
-        self, reader: SceneReader, model: nn.Module | TileCoder, device: Any = None
+        self, reader: SceneReader, model: nn.Module | TileCoder | Any, device: Any = None
     ) -> None:
         self.reader = reader
         self.header = reader.header
-        self.coder = model if isinstance(model, TileCoder) else TileCoder(model, device)
-        check_model(self.header, self.coder.identity)
+        # a TileCoder, or a family's coder (pipeline.scenes.targets), which checks each
+        # rate point against the file as it dispatches tiles to them
+        self.coder = TileCoder(model, device) if isinstance(model, nn.Module) else model
+        if self.header.family:
+            if not hasattr(self.coder, "coders") and not hasattr(self.coder, "_load"):
+                raise ValueError(
+                    f"{reader.path}: its tiles use a family of {len(self.header.family)} rate "
+                    "points; decode it with the family (decompress-scene finds each one)"
+                )
+        else:
+            check_model(self.header, self.coder.identity)
         self.grid = grid_of(self.header)
         if len(self.grid) != len(reader):
             raise ValueError(
@@ -170,6 +180,8 @@ class SceneDecoder:
                 p.planes = tile.planes[(slice(None), *sl)]
             if tile.alpha is not None:
                 p.alpha = tile.alpha[sl]
+            for c, exact in tile.exact.items():
+                p.exact[c] = exact[sl]
         p.waiting.discard(t)
 
     def _finish(self, p: _Pending) -> Block:
@@ -181,11 +193,13 @@ class SceneDecoder:
         bands = hdr.coded_bands
         mode = hdr.mask.mode
         for c, b in enumerate(bands):
-            out[b - 1] = to_dtype(values[c], hdr.dtype)
+            # error-bounded bands take their owner's values as they are: blending them with
+            # a neighbour's would void the bound
+            out[b - 1] = p.exact[c] if c in p.exact else to_dtype(values[c], hdr.dtype)
         if hdr.alpha_band is not None:
             out[hdr.alpha_band - 1] = p.alpha
         mask = None
-        for b in bands:
+        for c, b in enumerate(bands):
             nodata = nodata_of(hdr, b)
             if mode == "nodata" and b in hdr.mask.bands:
                 assert p.planes is not None  # every tile of a masked scene carries its planes
@@ -201,6 +215,9 @@ class SceneDecoder:
             band = out[b - 1]
             if valid is not None:
                 band[~valid] = _fill(nodata, band.dtype)
+            if c in p.exact:  # the encoder kept valid pixels off nodata (or they are on it)
+                continue
+            if valid is not None:
                 nudge_off_nodata(band, valid, nodata)
             elif nodata is not None:
                 nudge_off_nodata(band, np.ones(band.shape, bool), nodata)

@@ -26,7 +26,9 @@ __all__ = [
 
 REPORT_FIELDS = (
     "scene", "status", "output", "width", "height", "bands", "dtype", "tiles", "bytes", "bpp",
-    "psnr_db", "psnr_min_db", "psnr_peak", "seconds", "encode_seconds", "verify_seconds",
+    "psnr_db", "psnr_min_db", "psnr_peak", "max_error", "psnr_floor", "max_abs_error",
+    "residual_tiles", "target_psnr", "target_bpp", "target_met", "tile_models", "unmet_tiles",
+    "seconds", "encode_seconds", "verify_seconds",
     "source_sha256", "output_sha256", "error",
 )  # fmt: skip
 
@@ -60,6 +62,9 @@ def psnr_fields(errors: BandErrors, dtype: str) -> dict[str, Any]:
         "psnr_db": [None if p is None else (p if math.isinf(p) else round(p, 3)) for p in psnr],
         "psnr_min_db": round(min(finite), 3) if finite else None,
         "psnr_peak": peaks,
+        "max_abs_error": [
+            m if n else None for m, n in zip(errors.max_abs, errors.count, strict=True)
+        ],
     }
 
 

@@ -26,7 +26,8 @@ _TEMP = re.compile(r"^\..+\.ltcs\.[^.]+\.ltcs$")
 
 def fingerprint(cfg: ScenesConfig, weights_hash: str) -> str:
     """What a finished file depends on besides its source: model and coding settings."""
-    keys = ("tile_size", "overlap", "blend_width", "bit_mapping", "band_groups")
+    keys = ("tile_size", "overlap", "blend_width", "bit_mapping", "band_groups", "max_error",
+            "psnr_floor", "target_psnr", "target_bpp")  # fmt: skip
     data = {k: getattr(cfg, k) for k in keys} | {"weights": weights_hash, "format": 1}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 

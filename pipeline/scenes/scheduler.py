@@ -101,6 +101,8 @@ class _State:
     errors: Any = None
     encode_s: float = 0.0
     verify_s: float = 0.0
+    residual_tiles: list[int] = field(default_factory=list)  # per band: tiles with a residual
+    notes: list[dict[str, Any]] = field(default_factory=list)  # targets: each tile's choice
     failed: bool = False
     renamed: bool = False  # the complete file is in place (verification may still fail)
 
@@ -205,11 +207,13 @@ class SceneBatch:
         from pipeline.scenes.mosaic import grid_of
 
         st.ready[item.priority[2]] = result["records"]
+        st.notes.extend(result.get("tiles", []))
         st.encode_s += result["seconds"]
         self.bar.update(len(result["records"]))
         while st.next_chunk in st.ready:  # tiles go into the file in raster order
             for rec in st.ready.pop(st.next_chunk):
                 st.writer.add(rec)
+                self._count(st, rec)
             st.next_chunk += 1
         if st.next_chunk < len(st.chunks):
             return
@@ -228,6 +232,19 @@ class SceneBatch:
         ltcs = str(self.out_dir / st.scene.out)
         for b, rows in enumerate(bands):
             self.push("verify", st.index, (st.scene, ltcs, rows), sub=b)
+
+    def _count(self, st: _State, rec: bytes) -> None:
+        """Tally what a tile record holds for the report (its header only is parsed)."""
+        from pipeline.scenes.container import unpack_tile
+
+        h = st.header
+        if h.error is None:
+            return
+        if not st.residual_tiles:
+            st.residual_tiles = [0] * h.count
+        for c, r in enumerate(unpack_tile(rec).residuals or []):
+            if r:
+                st.residual_tiles[h.coded_bands[c] - 1] += 1
 
     def _on_verify(self, st: _State, item: WorkItem, result: dict[str, Any]) -> None:
         from pipeline.scenes.verify import BandErrors
@@ -264,7 +281,53 @@ class SceneBatch:
             "output_sha256": file_sha256(out),
             "error": None,
         }
+        if h.error is not None:
+            row.update(
+                max_error=h.error.max_error,
+                psnr_floor=h.error.psnr_floor,
+                residual_tiles=st.residual_tiles,
+            )
         if st.errors is not None:
             row.update(psnr_fields(st.errors, h.dtype))
+            _check_bound(h, st.errors)
+        if self.cfg.target_psnr is not None or self.cfg.target_bpp is not None:
+            row.update(_target_fields(self.cfg, row, st.notes))
         self.rows[st.index] = row
         write_record(self.out_dir, st.scene, self.fp, row)
+
+
+def _check_bound(header: Any, errors: Any) -> None:
+    """A scene coded within ``max_error`` everywhere must verify within it: raise if not
+    (the scene then fails and its file is removed; never reported as done)."""
+    err = header.error
+    if err is None or err.max_error is None or err.psnr_floor is not None:
+        return
+    bound = err.max_error if header.dtype.startswith("float") else int(err.max_error)
+    for b in header.coded_bands:
+        if errors.count[b - 1] and errors.max_abs[b - 1] > bound:
+            raise ValueError(
+                f"band {b} decodes {errors.max_abs[b - 1]} off its source, over the bound "
+                f"{err.max_error}: the file was removed"
+            )
+
+
+def _target_fields(cfg: ScenesConfig, row: dict[str, Any], notes: list[dict[str, Any]]) -> dict:
+    """Target and achieved values of a scene: per band for a PSNR, for the scene for a rate;
+    the rate point each tile took, and the tiles no rate point met (the error-bounded
+    layer took those over; otherwise the scene would have failed)."""
+    models: dict[str, int] = {}
+    for n in notes:
+        key = "?" if n["model"] is None else f"{n['model']:g}"
+        models[key] = models.get(key, 0) + 1
+    unmet = sorted(n["tile"] for n in notes if not n["met"])
+    out: dict[str, Any] = {
+        "target_psnr": cfg.target_psnr,
+        "target_bpp": cfg.target_bpp,
+        "tile_models": [f"{k}:{v}" for k, v in sorted(models.items())],
+        "unmet_tiles": unmet,
+    }
+    if cfg.target_psnr is not None and row.get("psnr_db") is not None:
+        out["target_met"] = [None if p is None else p >= cfg.target_psnr for p in row["psnr_db"]]
+    elif cfg.target_bpp is not None:
+        out["target_met"] = [row["bpp"] <= cfg.target_bpp]
+    return out

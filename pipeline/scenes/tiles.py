@@ -8,9 +8,10 @@ bits in any process, batch or window.
 
 from __future__ import annotations
 
+import copy
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from ltchm.codec.image import ModelMismatchError
 from pipeline.scenes.bands import channels_of, fill_invalid, from_unit, to_unit
 from pipeline.scenes.container import ModelInfo, SceneHeader, TileRecord
 from pipeline.scenes.grid import SceneGrid
+from pipeline.scenes.residual import decode_band, derived_error, encode_band, predict
 from pipeline.scenes.source import SourceTile
 
 __all__ = ["DecodedTile", "TileCoder", "model_info"]
@@ -35,12 +37,14 @@ _ZLIB_LEVEL = 6
 class DecodedTile:
     """``values``: (coded bands, h, w) float32 in native units; ``present``: per coded band,
     whether any group coded it here; ``planes``/``alpha``: the lossless data of the region
-    the tile owns."""
+    the tile owns; ``exact``: coded band -> its error-bounded values over the owned region,
+    in the scene's dtype (those pixels are not blended)."""
 
     values: np.ndarray
     present: np.ndarray
     planes: np.ndarray | None
     alpha: np.ndarray | None
+    exact: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def model_info(
@@ -87,6 +91,7 @@ class TileCoder:
         self.model = prepare_for_coding(model.to(self.device))
         self.stride = getattr(model, "stride", 64)
         self.identity = identity_of(self.model)
+        self._g_s64: nn.Module | None = None
 
     # -- encoding --------------------------------------------------------------------------
     def encode(self, header: SceneHeader, grid: SceneGrid, index: int, src: SourceTile) -> bytes:
@@ -114,6 +119,7 @@ class TileCoder:
                 batch.append(v[chans])
         streams: list[list[bytes]] = [[] for _ in header.groups]
         shape = (0, 0)
+        out: dict[str, Any] = {}
         if batch:
             x = torch.from_numpy(np.stack(batch)).to(self.device)
             out = self.model.compress(self._pad(x))
@@ -121,6 +127,17 @@ class TileCoder:
             for i, g in enumerate(coded):
                 streams[g] = [s[i] for s in out["strings"]]
         ox, oy, ow, oh = _owned_slice(grid, index)
+        residuals = None
+        if header.error is not None and batch:
+            y_hat = out.get("y_hat")
+            if y_hat is None:  # a model whose compress does not return it: decode it
+                with torch.no_grad():
+                    y_hat = self.model.decompress(out["strings"], shape)["y_hat"]
+            x64 = self._synthesis64(y_hat, *src.data.shape[-2:])
+            unit, present = self._band_means(header, coded, x64)
+            owned = (slice(oy, oy + oh), slice(ox, ox + ow))
+            unit_own = unit[(slice(None), *owned)]
+            residuals = self._residuals(header, src, unit_own, present, lo, hi, owned)
         mask = b""
         if src.planes.shape[0]:
             own = src.planes[:, oy : oy + oh, ox : ox + ow]
@@ -130,7 +147,71 @@ class TileCoder:
         if src.alpha is not None:
             own_alpha = np.ascontiguousarray(src.alpha[oy : oy + oh, ox : ox + ow])
             alpha = zlib.compress(own_alpha.tobytes(), _ZLIB_LEVEL)
-        return TileRecord(shape, streams, tile_mapping, mask, alpha)
+        return TileRecord(shape, streams, tile_mapping, mask, alpha, residuals)
+
+    def _residuals(
+        self,
+        header: SceneHeader,
+        src: SourceTile,
+        unit: np.ndarray,
+        present: np.ndarray,
+        lo: list[float],
+        hi: list[float],
+        own: tuple[slice, slice],
+    ) -> list[bytes]:
+        """Per coded band, its residual record over the owned region (b"": none needed)."""
+        err = header.error
+        assert err is not None
+        out = []
+        for c, b in enumerate(header.coded_bands):
+            x, valid = src.data[c][own], src.valid[c][own]
+            if not present[c] or not valid.any():
+                out.append(b"")
+                continue
+            p = predict(unit[c], lo[c], hi[c], header.dtype)
+            bound = err.max_error
+            if err.psnr_floor is not None:
+                peak = 255.0 if header.dtype == "uint8" else float(hi[c]) - float(lo[c])
+                d = p[valid].astype(np.float64) - x[valid].astype(np.float64)
+                mse = float(np.dot(d, d)) / d.size
+                if mse == 0 or (peak > 0 and 10 * math.log10(peak * peak / mse) >= err.psnr_floor):
+                    out.append(b"")
+                    continue
+                if bound is None:
+                    bound = derived_error(peak, err.psnr_floor, header.dtype)
+            assert bound is not None
+            record, _ = encode_band(x, valid, p, bound, _nodata(header, b))
+            out.append(record)
+        return out
+
+    def _synthesis64(self, y_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
+        """The synthesis in float64, (B, 3, H, W) in [0, 1]: the error-bounded layer's
+        predictor (see :mod:`pipeline.scenes.residual`)."""
+        g_s = getattr(self.model, "g_s", None)
+        if g_s is None:
+            raise ValueError(
+                f"{type(self.model).__name__} has no synthesis transform g_s: the "
+                "error-bounded layer needs one"
+            )
+        if self._g_s64 is None:
+            self._g_s64 = copy.deepcopy(g_s).double().eval()
+        with torch.no_grad():
+            x = self._g_s64(y_hat.to(self.device, torch.float64)).clamp_(0, 1)
+        return x[:, :, :h, :w].cpu().numpy()
+
+    @staticmethod
+    def _band_means(
+        header: SceneHeader, coded: list[int], x_hat: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(per coded band the mean of the channels that carry it, whether any does)."""
+        bands = header.coded_bands
+        total = np.zeros((len(bands), *x_hat.shape[-2:]), dtype=x_hat.dtype)
+        count = np.zeros(len(bands), dtype=np.int64)
+        for i, g in enumerate(coded):
+            for c, b in enumerate(channels_of(header.groups[g])):
+                total[bands.index(b)] += x_hat[i, c]
+                count[bands.index(b)] += 1
+        return total / np.maximum(count, 1)[:, None, None], count > 0
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
@@ -143,8 +224,6 @@ class TileCoder:
     ) -> DecodedTile:
         bands = header.coded_bands
         _, _, w, h = grid.window(index)
-        total = np.zeros((len(bands), h, w), dtype=np.float32)
-        count = np.zeros(len(bands), dtype=np.float32)
         if len(record.groups) != len(header.groups):
             raise ValueError(
                 f"tile {index} holds {len(record.groups)} band groups, the header "
@@ -161,18 +240,31 @@ class TileCoder:
                 f"tile {index}: a {record.shape[1]}x{record.shape[0]} latent for a {w}x{h} "
                 f"tile (expected {expected[1]}x{expected[0]}): the file is corrupted"
             )
+        residuals = record.residuals or []
+        if residuals and len(residuals) != len(bands):
+            raise ValueError(
+                f"tile {index} holds residuals of {len(residuals)} bands, the header codes "
+                f"{len(bands)}: the file is corrupted"
+            )
+        if any(residuals) and header.error is None:
+            raise ValueError(f"tile {index} holds residuals the header does not announce")
+        unit64 = None
         if coded:
             n_streams = len(record.groups[coded[0]])
             strings = [[record.groups[g][k] for g in coded] for k in range(n_streams)]
             with torch.no_grad():
-                x_hat = self.model.decompress(strings, record.shape)["x_hat"]
-            x_hat = x_hat[:, :, :h, :w].float().cpu().numpy()
-            for i, g in enumerate(coded):
-                for c, b in enumerate(channels_of(header.groups[g])):
-                    total[bands.index(b)] += x_hat[i, c]
-                    count[bands.index(b)] += 1
-        present = count > 0
-        v = total / np.maximum(count, 1)[:, None, None]
+                dec = self.model.decompress(strings, record.shape)
+            if any(residuals):
+                x_hat = self._synthesis64(dec["y_hat"], h, w)
+            else:
+                x_hat = dec["x_hat"][:, :, :h, :w].float().cpu().numpy()
+            unit, present = self._band_means(header, coded, x_hat)
+            if any(residuals):
+                unit64 = unit
+            v = unit.astype(np.float32)
+        else:
+            v = np.zeros((len(bands), h, w), dtype=np.float32)
+            present = np.zeros(len(bands), dtype=bool)
         if record.mapping is not None:
             lo = [m[0] for m in record.mapping]
             hi = [m[1] for m in record.mapping]
@@ -194,7 +286,19 @@ class TileCoder:
             size = oh * ow * np.dtype(header.dtype).itemsize
             raw = _inflate(record.alpha, size, index)
             alpha = np.frombuffer(raw, dtype=header.dtype).reshape(oh, ow)
-        return DecodedTile(values, present, planes, alpha)
+        exact: dict[int, np.ndarray] = {}
+        if unit64 is not None:
+            ox, oy, _, _ = _owned_slice(grid, index)
+            own = (slice(oy, oy + oh), slice(ox, ox + ow))
+            for c, b in enumerate(bands):
+                if not residuals[c]:
+                    continue
+                if not present[c]:
+                    raise ValueError(f"tile {index}: a residual for band {b}, which is not coded")
+                p = predict(unit64[c][own], lo[c], hi[c], header.dtype)
+                valid = _owned_valid(header, b, planes, alpha, (oh, ow))
+                exact[c], _ = decode_band(residuals[c], valid, p)
+        return DecodedTile(values, present, planes, alpha, exact)
 
 
 def _inflate(data: bytes, size: int, index: int) -> bytes:
@@ -208,6 +312,33 @@ def _inflate(data: bytes, size: int, index: int) -> bytes:
     if len(out) != size or d.unconsumed_tail:
         raise ValueError(f"tile {index}: lossless plane of the wrong size: the file is corrupted")
     return out
+
+
+def _nodata(header: SceneHeader, band: int) -> float | None:
+    v = header.nodata[band - 1]
+    return None if v is None else float(v)
+
+
+def _owned_valid(
+    header: SceneHeader,
+    band: int,
+    planes: np.ndarray | None,
+    alpha: np.ndarray | None,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Which pixels of band ``band`` the owned region holds: what the encoder's source tile
+    called valid there (the lossless planes and alpha rebuild it exactly)."""
+    mode = header.mask.mode
+    if mode == "nodata" and band in header.mask.bands:
+        assert planes is not None
+        return planes[header.mask.bands.index(band)]
+    if mode == "dataset":
+        assert planes is not None
+        return planes[0]
+    if mode == "alpha":
+        assert alpha is not None
+        return alpha > 0
+    return np.ones(shape, dtype=bool)
 
 
 def _owned_slice(grid: SceneGrid, index: int) -> tuple[int, int, int, int]:

@@ -19,9 +19,17 @@ from pipeline.scenes.inputs import Scene
 if TYPE_CHECKING:
     from pipeline.scenes.tiles import TileCoder
 
-__all__ = ["SceneTaskError", "SceneWorker", "WorkerDied", "describe_error"]
+__all__ = ["SceneTaskError", "SceneWorker", "WorkerDied", "describe_error", "family_hash"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def family_hash(coder: Any) -> str:
+    """The weights hash of a coder, or of a family's rate points together."""
+    coders = getattr(coder, "coders", None)
+    if coders is None:
+        return str(coder.identity.weights_hash)
+    return "+".join(c.identity.weights_hash for c in coders)
 
 
 class SceneTaskError(RuntimeError):
@@ -86,29 +94,46 @@ class SceneWorker:
 
         tune_allocator()
         torch.set_num_threads(threads)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # untrained registry models: once
-            model = load_model(spec, config, device, tracking_uri)
-        self.coder = TileCoder(model, device)
         self.cfg = ScenesConfig.model_validate_json(cfg_json)
         self.source = source
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # untrained registry models: once
+            if self.cfg.target_psnr is None and self.cfg.target_bpp is None:
+                self.coder = TileCoder(load_model(spec, config, device, tracking_uri), device)
+                return
+            from ltchm.codec.spec import spec_source
+            from pipeline.scenes.targets import FamilyCoder, resolve_family
+
+            specs = resolve_family(spec, tracking_uri)  # the family, loaded once per worker
+            coders = [TileCoder(load_model(s, config, device, tracking_uri), device) for s in specs]
+            self.coder = FamilyCoder(coders, self.cfg.target_psnr, self.cfg.target_bpp)
+            self.sources = [spec_source(s, tracking_uri) for s in specs]
+
+    sources: list[str | None]
+    coder: Any  # a TileCoder, or a FamilyCoder with a target
 
     @classmethod
     def from_coder(
-        cls, coder: TileCoder, cfg: ScenesConfig, source: str | None = None
+        cls,
+        coder: TileCoder | Any,
+        cfg: ScenesConfig,
+        source: str | None = None,
+        sources: list[str | None] | None = None,
     ) -> SceneWorker:
-        """A worker around a loaded model (the in-process pool)."""
+        """A worker around a loaded model or family (the in-process pool)."""
         worker = cls.__new__(cls)
         worker.coder, worker.cfg, worker.source = coder, cfg, source
+        worker.sources = sources or []
         return worker
 
     def weights_hash(self) -> str:
-        return self.coder.identity.weights_hash
+        return family_hash(self.coder)
 
     @_described
     def plan(self, scene: Scene, resume: dict[str, Any] | None, out_dir: str) -> dict[str, Any]:
         """Checksum, description and bit-depth statistics; ``resumed`` if the record holds."""
         from pipeline.scenes.encode import plan_scene
+        from pipeline.scenes.targets import FamilyCoder
 
         t0 = time.perf_counter()
         sha = member_sha256(scene.member)
@@ -125,6 +150,11 @@ class SceneWorker:
             size=scene.member.size,
             context=getattr(self.coder.model, "context", None),
             source=self.source,
+            family=(
+                self.coder.infos(None, self.sources)
+                if isinstance(self.coder, FamilyCoder)
+                else None
+            ),
         )
         return {"header": header.model_dump_json(), "seconds": time.perf_counter() - t0}
 
@@ -136,8 +166,14 @@ class SceneWorker:
 
         t0 = time.perf_counter()
         header = SceneHeader.model_validate_json(header_json)
+        notes = getattr(self.coder, "notes", None)
+        if notes is not None:
+            notes.clear()
         records = encode_tiles(scene.gdal_path, header, indices, self.coder)
-        return {"records": records, "seconds": time.perf_counter() - t0}
+        out = {"records": records, "seconds": time.perf_counter() - t0}
+        if notes is not None:  # each tile's rate point and whether it met the target
+            out["tiles"] = list(notes)
+        return out
 
     @_described
     def verify(self, scene: Scene, ltcs: str, rows: tuple[int, int]) -> dict[str, Any]:
