@@ -186,7 +186,39 @@ class SceneHeader(_Strict):
             raise ValueError("a band group holds more than 3 bands or none")
         if len(self.family) > 255:
             raise ValueError(f"a family of {len(self.family)} models (at most 255)")
+        m, coded = self.mapping, len(self.coded_bands)
+        if m.mode == "scene-linear" and not len(m.lo) == len(m.hi) == coded:
+            raise ValueError(
+                f"the scene-linear mapping lists {len(m.lo)} / {len(m.hi)} ranges for "
+                f"{coded} coded bands"
+            )
+        if m.mode != "scene-linear" and (m.lo or m.hi):
+            raise ValueError(f"a {m.mode} mapping holds scene ranges")
         return self
+
+    def check_record(self, rec: TileRecord) -> None:
+        """Refuse a tile record that does not fit this header: ``ContainerError`` naming the
+        field (each field is otherwise read as the header says, and a stray one ignored)."""
+        if len(rec.groups) != len(self.groups):
+            raise ContainerError(
+                f"{len(rec.groups)} band groups, the header codes {len(self.groups)}"
+            )
+        coded = len(self.coded_bands)
+        if (self.mapping.mode == "tile-linear") != (rec.mapping is not None):
+            raise ContainerError(f"tile ranges do not fit the {self.mapping.mode} mapping")
+        if rec.mapping is not None and len(rec.mapping) != coded:
+            raise ContainerError(f"{len(rec.mapping)} tile ranges for {coded} coded bands")
+        if rec.alpha and self.alpha_band is None:
+            raise ContainerError("an alpha band in a scene without one")
+        if rec.mask and not self.mask.planes:
+            raise ContainerError(f"mask planes in a scene whose mask mode is {self.mask.mode}")
+        if rec.model is not None and not rec.model < len(self.family):
+            raise ContainerError(f"names rate point {rec.model} of a family of {len(self.family)}")
+        if rec.residuals is not None:
+            if self.error is None:
+                raise ContainerError("a residual in a scene without an error-bounded layer")
+            if len(rec.residuals) != coded:
+                raise ContainerError(f"{len(rec.residuals)} residuals for {coded} coded bands")
 
     @property
     def coded_bands(self) -> list[int]:
@@ -446,7 +478,9 @@ class SceneReader:
 
     def tile(self, i: int) -> TileRecord:
         try:
-            return unpack_tile(self.tile_bytes(i))
+            rec = unpack_tile(self.tile_bytes(i))
+            self.header.check_record(rec)
+            return rec
         except ContainerError as exc:
             if str(exc).startswith(str(self.path)):
                 raise
