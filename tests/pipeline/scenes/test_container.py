@@ -63,6 +63,23 @@ def _records(n: int) -> list[TileRecord]:
     ]
 
 
+def _file_records(n: int) -> list[TileRecord]:
+    """Records that fit :func:`_file_header`: a range per coded band in every tile."""
+    return [
+        TileRecord(
+            shape=(4, 4 + i),
+            groups=[[b"y" * (10 + i), b"z" * 3], [] if i % 2 else [b"Y" * i, b"Z"]],
+            mapping=[(float(i), 100.0 + i)] * 4,
+            mask=bytes([i]) * 5 if i % 2 else b"",
+        )
+        for i in range(n)
+    ]
+
+
+def _file_header() -> SceneHeader:
+    return _header(mapping=MappingInfo(mode="tile-linear"))
+
+
 def _write(path, header, records) -> None:
     with SceneWriter(path, header, len(records)) as w:
         for r in records:
@@ -76,7 +93,7 @@ def test_tile_record_round_trip():
 
 
 def test_file_round_trip_and_random_access(tmp_path):
-    header, records = _header(), _records(8)
+    header, records = _file_header(), _file_records(8)
     path = tmp_path / "s.ltcs"
     _write(path, header, records)
     with SceneReader(path) as r:
@@ -102,7 +119,7 @@ def test_writer_refuses_a_wrong_tile_count(tmp_path):
 @pytest.fixture
 def good(tmp_path):
     path = tmp_path / "good.ltcs"
-    _write(path, _header(), _records(6))
+    _write(path, _file_header(), _file_records(6))
     return path
 
 
@@ -127,7 +144,7 @@ def test_corrupted_tile_is_a_clear_error_naming_the_tile(good, tmp_path):
         off, length, _ = r.index[3]
     bad = _damaged(good, tmp_path, _flip(off + length // 2))
     with SceneReader(bad) as r:  # header and index are fine: opening works
-        assert r.tile(2) == _records(6)[2]  # other tiles still read
+        assert r.tile(2) == _file_records(6)[2]  # other tiles still read
         with pytest.raises(ContainerError, match=r"tile 3: checksum mismatch"):
             r.tile(3)
 
@@ -185,3 +202,24 @@ def test_a_header_inconsistent_with_its_band_count_is_named(update, message) -> 
     raw = _header().model_dump() | update
     with pytest.raises(ContainerError, match=message):
         SceneHeader.from_json(json.dumps(raw).encode())
+
+
+def test_records_that_do_not_fit_the_header_are_refused(tmp_path):
+    header = _file_header()
+    good = _file_records(1)[0]
+    bad = {
+        "tile ranges do not fit": TileRecord(good.shape, good.groups),
+        "5 tile ranges for 4": TileRecord(good.shape, good.groups, [(0.0, 1.0)] * 5),
+        "1 band groups": TileRecord(good.shape, good.groups[:1], good.mapping),
+        "an alpha band in a scene without one": TileRecord(
+            good.shape, good.groups, good.mapping, alpha=b"a"
+        ),
+        "rate point 3 of a family of 0": TileRecord(
+            good.shape, good.groups, good.mapping, model=3
+        ),
+    }
+    for says, rec in bad.items():
+        with pytest.raises(ContainerError, match=says):
+            header.check_record(rec)
+    with pytest.raises(ValueError, match="lists 2 / 2 ranges for 4 coded bands"):
+        _header(mapping=MappingInfo(mode="scene-linear", lo=[1.0, 2.0], hi=[3.0, 4.0]))

@@ -80,7 +80,8 @@ cases = {
     "group missing": write("g", recs=tile(coded, groups=streams[:0])),
     "group extra": write("e", recs=tile(coded, groups=streams + streams)),
     "one stream": write("s", recs=tile(coded, groups=[g[:1] for g in streams])),
-    "y stream junk": write("y", recs=tile(coded, groups=[[bytes(len(g[0])), g[1]] for g in streams])),
+    "y stream junk": write("y", recs=tile(coded, groups=[[bytes(len(g[0])), g[1]]
+                                                         for g in streams])),
     "mask junk": write("k", recs=tile(masked, mask=b"junk")),
     "mask bomb": write("b", recs=tile(masked, mask=bomb)),
     "mask short": write("q", recs=tile(masked, mask=zlib.compress(b"\xff"))),
