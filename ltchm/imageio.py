@@ -47,12 +47,16 @@ def list_images(folder: str | Path) -> list[Path]:
 MAX_PIXELS = 2 * 89_478_485
 
 
-def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
+def read_image(
+    path: str | Path, drop_alpha: bool = False, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Read an 8-bit RGB image as a (3, H, W) float tensor in [0, 1].
 
     Args:
         path: PNG, JPEG, TIFF, BMP or WebP file.
         drop_alpha: accept RGBA by discarding the alpha band (otherwise an error).
+        dtype: ``torch.uint8`` keeps the pixels as they are (a quarter of the memory of
+            floats; :class:`~ltchm.codec.image.ImageCodec` converts tile by tile).
 
     Raises:
         ImageFormatError: the image is not 8-bit with 3 bands (grayscale, RGBA, 16-bit, ...);
@@ -100,7 +104,11 @@ def read_image(path: str | Path, drop_alpha: bool = False) -> Tensor:
             "and bit depth."
         )
     arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    img.close()
+    pixels = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    if dtype == torch.uint8:
+        return pixels
+    return pixels.to(dtype).div_(255.0)
 
 
 _GEO_TAGS = (33550, 33922, 34264, 34735)  # GeoTIFF pixel scale, tie points, matrix, keys
@@ -139,8 +147,10 @@ def to_uint8(x: Tensor) -> Image8:
 
 
 def write_image(path: str | Path, x: Tensor) -> None:
-    """Write a (3, H, W) float tensor in [0, 1] as an 8-bit RGB PNG/TIFF/... atomically."""
-    img = Image.fromarray(to_uint8(x), mode="RGB")
+    """Write a (3, H, W) float tensor in [0, 1] (or uint8) as an 8-bit RGB PNG/TIFF/...
+    atomically."""
+    arr = np.ascontiguousarray(x.permute(1, 2, 0).numpy()) if x.dtype == torch.uint8 else None
+    img = Image.fromarray(to_uint8(x) if arr is None else arr, mode="RGB")
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image format {Path(path).suffix!r}")

@@ -59,7 +59,9 @@ def encode_main(argv: list[str] | None = None) -> int:
     from ltchm.imageio import is_georeferenced, read_image
 
     check_output(args.out, args.image, overwrite=args.overwrite)
-    x = read_image(args.image, drop_alpha=args.drop_alpha)
+    import torch
+
+    x = read_image(args.image, drop_alpha=args.drop_alpha, dtype=torch.uint8)
     if is_georeferenced(args.image):
         print(
             f"note: {args.image} is georeferenced; an .ltc keeps the pixels only. "
@@ -114,6 +116,8 @@ def decode_main(argv: list[str] | None = None) -> int:
     if args.info:
         print(json.dumps(file_info(f, len(data)), indent=2))
         return 0
+    import torch
+
     from ltchm.codec.image import ImageCodec
     from ltchm.codec.spec import load_model, load_recorded_model
     from ltchm.imageio import write_image
@@ -128,7 +132,7 @@ def decode_main(argv: list[str] | None = None) -> int:
             return 1
     codec = ImageCodec(model, device=args.device)
     t0 = time.perf_counter()
-    x = codec.decode(data)
+    x = codec.decode(data, dtype=torch.uint8)
     seconds = time.perf_counter() - t0
     write_image(args.out, x)
     print(f"{args.input} -> {args.out}: {x.shape[2]}x{x.shape[1]}, {seconds:.2f} s")

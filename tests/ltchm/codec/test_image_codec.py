@@ -69,6 +69,19 @@ def test_large_images_are_coded_in_tiles(checkpoints, dev_images) -> None:
     assert torch.equal(out[:, 128:256, 256:384], forward_x_hat(codec, tile))
 
 
+def test_8bit_pixels_code_and_decode_as_floats_do(checkpoints, dev_images) -> None:
+    """encode/decode keep 8-bit pixels (a quarter of the memory) and convert tile by tile:
+    the same bytes, and the float decode rounded."""
+    model = load_checkpoint(checkpoints["checkerboard"])
+    x8 = (dev_images[0][:, :200, :150] * 255).round().to(torch.uint8)
+    codec = ImageCodec(model, tile_size=128)
+    data = codec.encode(x8)
+    assert data == codec.encode(x8.float() / 255)
+    out = codec.decode(data, dtype=torch.uint8)
+    assert out.dtype == torch.uint8
+    assert torch.equal(out, codec.decode(data).clamp(0, 1).mul(255).round().to(torch.uint8))
+
+
 def _y_of(codec: ImageCodec, data: bytes) -> torch.Tensor:
     f = unpack(data)
     t = f.tiles[0]

@@ -214,9 +214,7 @@ def test_records_that_do_not_fit_the_header_are_refused(tmp_path):
         "an alpha band in a scene without one": TileRecord(
             good.shape, good.groups, good.mapping, alpha=b"a"
         ),
-        "rate point 3 of a family of 0": TileRecord(
-            good.shape, good.groups, good.mapping, model=3
-        ),
+        "rate point 3 of a family of 0": TileRecord(good.shape, good.groups, good.mapping, model=3),
     }
     for says, rec in bad.items():
         with pytest.raises(ContainerError, match=says):
