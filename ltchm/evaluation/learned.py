@@ -8,6 +8,7 @@ config file, a checkpoint path, or ``models:/name@alias``). Models are loaded on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,19 +31,42 @@ class ModelSpec:
     config: str | None = None
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
 def parse_model_spec(text: str) -> ModelSpec:
     """``ltchm-mse=runs/l512/ckpt.pt`` or ``ltchm,config=configs/lambda_512.yaml`` or
-    ``models:/ltchm-lambda512@champion``: an optional curve name, the spec, an optional config."""
+    ``tcm=models:/tcm-lambda512@champion``: an optional LABEL= (the curve), the source (a
+    checkpoint, an MLflow model URI, a pretrained set or a registry name), an optional config.
+
+    Raises:
+        ValueError: one line naming the entry, for an empty label or source or a label of
+        other characters than letters, digits, ``.``, ``_``, ``+`` and ``-``.
+    """
     curve = "ltchm"
     head, _, rest = text.partition(",config=")
-    # "models:/..." and paths never contain "=" before their first "/" or ":", names do not.
+    # "models:/..." and paths never contain "=" before their first "/" or ":", labels do not.
     name, eq, spec = head.partition("=")
-    if eq and name and "/" not in name and ":" not in name:
+    if eq and "/" not in name and ":" not in name:
+        if not name:
+            raise ValueError(f"--models entry {text!r}: no label before '='; write LABEL=SOURCE")
+        if not _LABEL.fullmatch(name):
+            raise ValueError(
+                f"--models entry {text!r}: label {name!r} may hold only letters, digits, "
+                "'.', '_', '+' and '-'"
+            )
         curve = name
+        if not spec:
+            raise ValueError(
+                f"--models entry {text!r}: no source after '{name}='; write LABEL=SOURCE (a "
+                "checkpoint, models:/name@alias, pretrained:<set>/<λ> or a registry name)"
+            )
     else:
         spec = head
     if not spec:
         raise ValueError(f"--models entry {text!r}: empty model spec")
+    if not rest and text.endswith(",config="):
+        raise ValueError(f"--models entry {text!r}: no file after ',config='")
     return ModelSpec(spec=spec, curve=curve, config=rest or None)
 
 
