@@ -30,6 +30,11 @@ class ModelSpec:
     curve: str = "ltchm"
     config: str | None = None
 
+    @property
+    def key(self) -> str:
+        """The model's setting on its curve: a registry name with two configs is two models."""
+        return self.spec if self.config is None else f"{self.spec},config={self.config}"
+
 
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -86,13 +91,13 @@ class LearnedCodec:
 
     def __post_init__(self) -> None:
         self.label = self.label or f"{self.name} (learned)"
-        keys = [s.spec for s in self.specs]
+        keys = [s.key for s in self.specs]
         if len(set(keys)) != len(keys):
             raise ValueError(f"curve {self.name!r}: a model is listed twice: {keys}")
 
     def ladder(self) -> list[Setting]:
         # The rate order of models is known only once measured; the report sorts by bpp.
-        return [s.spec for s in self.specs]
+        return [s.key for s in self.specs]
 
     def check(self) -> None:
         try:
@@ -106,7 +111,7 @@ class LearnedCodec:
         if setting not in self._codecs:
             from ltchm.codec import ImageCodec, load_model
 
-            spec = next(s for s in self.specs if s.spec == setting)
+            spec = next(s for s in self.specs if s.key == setting)
             model = load_model(spec.spec, spec.config, device=self.device)
             self._models[setting] = model
             self._codecs[setting] = ImageCodec(model, device=self.device)
