@@ -10,6 +10,8 @@ Examples::
     ltchm evaluate --data /data/ucm --codecs jpeg2000,webp --out results/ucm
     ltchm evaluate --models ltchm=runs/l128/model.ckpt ltchm=runs/l512/model.ckpt \\
         --data shards/ --out results/ltchm --lpips-weights alexnet-owt-7be5be79.pth
+    ltchm evaluate --models ltchm=runs/ltchm/lambda_{128,512}/model.pt \\
+        cheng2020-attn=runs/cheng2020-attn/lambda_{128,512}/model.pt --data ucm/ --out cmp/
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rate-distortion evaluation of learned models and classical codecs.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "--models entries: [CURVE=]SPEC[,config=FILE]; SPEC is a registry name (with "
-            "config=), a checkpoint path or models:/name@alias. Entries with the same CURVE "
-            "(default 'ltchm') form one RD curve, one point per model."
+            "--models entries: [LABEL=]SOURCE[,config=FILE]; SOURCE is a checkpoint path, "
+            "models:/name@alias, pretrained:<set>/<λ> or a registry name (with config=). "
+            "Entries with the same LABEL (default 'ltchm') form one RD curve, one point per "
+            "model; every curve is drawn on the same plots and gets a BD-rate against the "
+            "anchor, e.g. --models ltchm=A.pt ltchm=B.pt tcm=C.pt cheng2020-attn=D.pt."
         ),
     )
     p.add_argument("--models", nargs="+", default=[], metavar="SPEC", help="learned models")

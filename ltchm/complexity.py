@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,9 +39,9 @@ PAPER_PARAMS_M = {
     "cheng2020-attn": 8.78,
     "tcm": 75.90,  # Tab. 6's Liu2023
 }
-# Models whose papers print no figure we have: their released code's parameter count at
-# N=128, measured by running it (marked "*" in the paper column).
-RELEASED_PARAMS_M = {"fdegcnet": 14.26}
+# FDEGCNet's paper prints no figure we have: its released code's parameter count by N,
+# measured by running it.
+FDEGCNET_RELEASED_PARAMS_M = {128: 14.26}
 PAPER_MACS_G = {"ltchm": 24.91, "cheng2020-attn": 27.41, "tcm": 116.78}
 # TCM's released code (github.com/jmliu206/LIC_TCM at 6c6d7a3), run through measure() here:
 # params (all) at N = 64 / 96 / 128, as TCM's paper prints them; at N = 128 thop-rule params
@@ -49,6 +50,14 @@ TCM_RELEASED_PARAMS_M = {64: 45.18, 96: 59.13, 128: 76.57}
 TCM_RELEASED_MACS_G = {128: 118.27}
 PAPER_DAM = (0.54, 5.30)  # params (M), MACs (G) at 8x192x128x128
 ABLATIONS = ("ltchm-baseline", "ltchm-dam", "ltchm-hpham", "ltchm-hpham-nogca", "ltchm")
+# The authors' released code (github.com/jiahuiLiu11/LTCHM, ImageCompressor), run on a
+# 1x3x256x256 input: parameters of the modules its forward uses (it also builds unused
+# ones), by N; at N=128 thop's rule over those modules gives 12.34M (= the paper's), and
+# ultralytics-thop 2.2.3 22.23G MACs. How they were measured: benchmarks/RESULTS.md,
+# "Complexity: the authors' code".
+RELEASED_PARAMS_M = {128: 13.34, 192: 28.54, 256: 49.55}
+RELEASED_MACS_G = {128: 22.23}
+LAYOUTS = ("authors", "table1")
 
 
 @dataclass
@@ -164,7 +173,7 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
     )
     if name == "fdegcnet":
         lines.append(
-            f"{c.params_all / 1e6:.2f}M against the released code's 14.26M (*, measured): its "
+            f"{c.params_all / 1e6:.2f}M against the released code's 14.26M (measured): its "
             "FGM registers a 3x3 convolution (0.30M at N=128) that its forward never calls, "
             "left out here. Neither count includes MCAM's FFTs (on z, at 1/64 of the image)."
         )
@@ -192,11 +201,14 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
     n_dam = _count(model, DAM)
     if n_dam:
         one = _thop_params_of(model, DAM) / n_dam
+        where = (
+            "as the authors' released code does"
+            if model.dam_layout == "authors"
+            else "as Table 1 prints; the released code has 4 (dam_layout: authors)"
+        )
         lines.append(
-            f"Table 1 places {n_dam} DAMs ({n_dam} x {one / 1e6:.3f}M = {n_dam * one / 1e6:.2f}M "
-            f"by thop's rule); Table 4's +0.98M for DAM equals 4 of them "
-            f"({4 * one / 1e6:.2f}M), so the authors' ablation model evidently had 4. We follow "
-            "Table 1."
+            f"{n_dam} DAMs, {where}: {n_dam} x {one / 1e6:.3f}M = {n_dam * one / 1e6:.2f}M by "
+            f"thop's rule; Table 4's +0.98M for DAM is 4 of them ({4 * one / 1e6:.2f}M)."
         )
     n_hpham = _count(model, HPHAM)
     if n_hpham:
@@ -222,10 +234,11 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
         pointwise = sum(thop_counted_params(layer) for layer in layers)
         hp_params = _thop_params_of(model, HPHAM)
         lines.append(
-            f"{n_hpham} HPHAMs hold {hp_params / 1e6:.2f}M (thop rule) against Table 4's 3.93M; "
-            f"their 1x1 and linear layers alone (fusion convs, qkv and output projections, "
-            f"MSB-FFN 2N -> 8N -> 2N as the authors' code has it) hold {pointwise / 1e6:.2f}M, "
-            "so the paper's figure is not reachable with that structure at these widths."
+            f"{n_hpham} HPHAMs hold {hp_params / 1e6:.2f}M (thop rule); their 1x1 and linear "
+            f"layers alone (fusion convs, qkv and output projections, MSB-FFN 2N -> 8N -> 2N as "
+            f"the authors' code has it) hold {pointwise / 1e6:.2f}M. The released code's two "
+            "HPHAMs also wrap each stage in one more 2N -> 2N 1x1 convolution (4 x (4N^2 + 2N) "
+            "parameters), which we leave out."
         )
         n_gca = _count(model, GCA)
         if n_gca:
@@ -255,8 +268,37 @@ def explain(model: nn.Module, c: Complexity, name: str) -> list[str]:
     return lines
 
 
-def report(name: str = "ltchm", N: int = 128, ablations: bool = True) -> str:
-    """The full text report for model ``name`` at channel width ``N``."""
+def _row(
+    label: str,
+    layout: str,
+    c: Complexity,
+    paper_p: float | None,
+    released: float | None,
+    paper_m: float | None,
+) -> str:
+    def ref(v: float | None, unit: str) -> str:
+        return f"{v:7.2f}{unit}" if v else "       -"
+
+    return (
+        f"{label:<18} {layout:<8} {_fmt_m(c.params_all)} {ref(released, 'M')} "
+        f"{_fmt_m(c.params_thop)} {ref(paper_p, 'M')} {_fmt_g(c.macs_thop)} "
+        f"{ref(paper_m, 'G')} {_fmt_g(c.flops)}"
+    )
+
+
+def report(
+    name: str = "ltchm",
+    N: int = 128,
+    ablations: bool = True,
+    layouts: Sequence[str] = LAYOUTS,
+) -> str:
+    """The full text report for model ``name`` at channel width ``N``.
+
+    LTCHM and its ablations are measured in each of ``layouts`` (``model.dam_layout``) and
+    set beside the paper's figures (at N=128) and the released code's parameter counts.
+    """
+    from ltchm.zoo import accepted_keys
+
     shape = (1, 3, 256, 256)
     names = [name]
     if ablations and name.startswith("ltchm"):
@@ -264,29 +306,35 @@ def report(name: str = "ltchm", N: int = 128, ablations: bool = True) -> str:
     if name != "cheng2020-attn":
         names.append("cheng2020-attn")
     rows = []
-    measured: dict[str, tuple[nn.Module, Complexity]] = {}
+    measured: dict[tuple[str, str], tuple[nn.Module, Complexity]] = {}
     for n in names:
-        model = get_model(n, N=N)
-        c = measure(model, shape)
-        measured[n] = (model, c)
-        paper_p = PAPER_PARAMS_M.get(n) if N == 128 else None
-        paper_m = PAPER_MACS_G.get(n) if N == 128 else None
-        released = RELEASED_PARAMS_M.get(n) if N == 128 else None
-        paper_col = f"{paper_p:7.2f}M" if paper_p else f"{released:6.2f}M*" if released else "-"
-        rows.append(
-            f"{n:<18} {_fmt_m(c.params_all)} {_fmt_m(c.params_thop)} {paper_col:>8} "
-            f"{_fmt_g(c.macs_thop)} {(f'{paper_m:7.2f}G' if paper_m else '       -'):>8} "
-            f"{_fmt_g(c.flops)}"
-        )
+        has_layout = "dam_layout" in accepted_keys(n)
+        for layout in layouts if has_layout else ["-"]:
+            kwargs = {"dam_layout": layout} if has_layout else {}
+            model = get_model(n, N=N, **kwargs)
+            c = measure(model, shape)
+            measured[n, layout] = (model, c)
+            # the paper's figures are the released code's: the authors layout's references
+            authors = layout in ("authors", "-")
+            paper_p = PAPER_PARAMS_M.get(n) if N == 128 and authors else None
+            paper_m = PAPER_MACS_G.get(n) if N == 128 and authors else None
+            released = {
+                "tcm": TCM_RELEASED_PARAMS_M.get(N),
+                "fdegcnet": FDEGCNET_RELEASED_PARAMS_M.get(N),
+                "ltchm": RELEASED_PARAMS_M.get(N) if layout == "authors" else None,
+            }.get(n)
+            rows.append(_row(n, layout, c, paper_p, released, paper_m))
     dam = DAM(192)
     dc = measure(dam, (8, 192, 128, 128))
     head = (
-        f"{'model':<18} {'params':>8} {'thop-rule':>8} {'paper':>8} "
-        f"{'thop MACs':>8} {'paper':>8} {'FLOPs':>8}"
+        f"{'model':<18} {'layout':<8} {'params':>8} {'released':>8} {'thop-rule':>8} "
+        f"{'paper':>8} {'thop MACs':>8} {'paper':>8} {'FLOPs':>8}"
     )
     out = [
-        f"Complexity at N={N}, input {'x'.join(map(str, shape))} "
-        "(params: all registered / as thop counts them; MACs: thop; FLOPs: torch flop counter)",
+        f"Complexity at N={N}, input {'x'.join(map(str, shape))} (params: all registered; "
+        "released: the authors' code's forward-used parameters; thop-rule: as the paper's "
+        "thop counts them; MACs: thop; FLOPs: torch flop counter; paper figures are set "
+        "beside the authors layout, the one that produced them)",
         head,
         "-" * len(head),
         *rows,
@@ -294,9 +342,47 @@ def report(name: str = "ltchm", N: int = 128, ablations: bool = True) -> str:
         f"DAM alone at 8x192x128x128: params {_fmt_m(dc.params_all)} (thop rule "
         f"{_fmt_m(dc.params_thop)}, paper {PAPER_DAM[0]:.2f}M); MACs {_fmt_g(dc.macs_thop)} "
         f"(paper {PAPER_DAM[1]:.2f}G); FLOPs {_fmt_g(dc.flops)}",
-        "",
-        f"Why {name} differs from the paper:",
     ]
-    model, c = measured[name]
-    out += [f"  - {line}" for line in explain(model, c, name)]
+    if name.startswith("ltchm") and "authors" in layouts:
+        out += ["", *_against_released(measured, N)]
+    for (n, layout), (model, c) in measured.items():
+        if n != name:
+            continue
+        tag = f" ({layout} layout)" if layout != "-" else ""
+        out += ["", f"Why {name}{tag} differs from the paper:"]
+        out += [f"  - {line}" for line in explain(model, c, name)]
     return "\n".join(out)
+
+
+def _against_released(
+    measured: dict[tuple[str, str], tuple[nn.Module, Complexity]], N: int
+) -> list[str]:
+    """How the authors layout compares with the released code and with Table 4."""
+    lines = ["The authors layout against the released code and Table 4:"]
+    full = measured.get(("ltchm", "authors"))
+    released = RELEASED_PARAMS_M.get(N)
+    if full and released:
+        ratio = full[1].params_all / (released * 1e6)
+        lines.append(
+            f"  - params {full[1].params_all / 1e6:.2f}M vs the released code's {released:.2f}M "
+            f"forward-used: {ratio:.3f}x ({(ratio - 1) * 100:+.1f} %)."
+        )
+    if full and N in RELEASED_MACS_G:
+        lines.append(
+            f"  - thop MACs {full[1].macs_thop / 1e9:.2f}G vs the released code's "
+            f"{RELEASED_MACS_G[N]:.2f}G under the same thop (ultralytics-thop); the paper's "
+            f"{PAPER_MACS_G['ltchm']:.2f}G is not what this thop gives the released code either."
+        )
+    base = measured.get(("ltchm-baseline", "authors"))
+    with_dam = measured.get(("ltchm-dam", "authors"))
+    if N == 128 and full and base and with_dam:
+        b, d, f = (m[1].params_thop / 1e6 for m in (base, with_dam, full))
+        lines.append(
+            f"  - Table 4 by thop's rule: +DAM {d - b:+.2f}M (paper +0.98M), full model "
+            f"{f:.2f}M (paper 12.34M). Without DAM and HPHAM the released code's layout holds "
+            f"{b:.2f}M, not the paper's 7.43M baseline: that baseline was a smaller model, and "
+            f"Table 4's +3.93M for HPHAM (12.34 - 8.41) includes the {b - 7.43:.2f}M difference; "
+            f"HPHAM itself adds {f - d:.2f}M here, {f - d + 4 * (4 * N * N + 2 * N) / 1e6:.2f}M "
+            "with the one extra 1x1 convolution per stage that the released code has."
+        )
+    return lines

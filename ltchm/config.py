@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -63,6 +63,16 @@ class ModelConfig(_Section):
     context: Literal["autoregressive", "checkerboard"] = "autoregressive"
     window_size: int = Field(4, ge=1)
     head_dim: int = Field(32, ge=1)
+    dam_layout: Literal["authors", "table1"] = Field(
+        "authors",
+        description="LTCHM's module placement: authors (the released code behind the paper's "
+        "tables: 4 DAMs, 2 HPHAMs) or table1 (Tables 1-2 as printed: 7 DAMs, 4 HPHAMs)",
+    )
+
+    # Keys added after configs were first recorded, with the value a recorded config without
+    # them stands for: left out of the identity hash at that value, so files and checkpoints
+    # of older models keep their identity (see ltchm.zoo.recorded_model_config).
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"dam_layout": "table1"}
 
 
 class LossConfig(_Section):
@@ -502,5 +512,9 @@ def dump_config(cfg: Config) -> dict[str, Any]:
 
 def config_hash(section: BaseModel) -> str:
     """A stable sha256 hex digest of one section (e.g. the model architecture)."""
-    canonical = json.dumps(json.loads(section.model_dump_json()), sort_keys=True)
+    dumped = json.loads(section.model_dump_json())
+    for key, legacy in getattr(section, "LEGACY_VALUES", {}).items():
+        if dumped.get(key) == legacy:
+            del dumped[key]
+    canonical = json.dumps(dumped, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()

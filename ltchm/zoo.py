@@ -7,7 +7,7 @@ strongest comparison) and CompressAI's Cheng2020 models are the learned baseline
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ltchm.models import CodingModel
 
-__all__ = ["describe", "get_model", "list_models", "model_from_config"]
+__all__ = ["describe", "get_model", "list_models", "model_from_config", "recorded_model_config"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,23 @@ def model_from_config(cfg: ModelConfig) -> CodingModel:
         elif value != defaults[key]:
             raise TypeError(f"model {cfg.name!r} does not take model.{key} (set to {value!r})")
     return get_model(cfg.name, **kwargs)
+
+
+def recorded_model_config(section: Mapping[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` a recorded model section (a checkpoint's) stands for.
+
+    A key the section lacks but its model takes was added after the section was written, so
+    it holds the value models had then (``ModelConfig.LEGACY_VALUES``): a checkpoint saved
+    before ``dam_layout`` existed is a ``table1`` model, not today's default.
+    """
+    data = dict(section)
+    name = data.get("name", ModelConfig().name)
+    if isinstance(name, str) and name in _REGISTRY:
+        taken = set(accepted_keys(name))
+        for key, legacy in ModelConfig.LEGACY_VALUES.items():
+            if key in taken:
+                data.setdefault(key, legacy)
+    return ModelConfig.model_validate(data)
 
 
 def main(argv: list[str] | None = None) -> int:

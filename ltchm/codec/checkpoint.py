@@ -94,7 +94,7 @@ def dump_config_section(cfg: ModelConfig) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CodingModel:
     """Load a checkpoint written by :func:`save_checkpoint`, ready to code."""
-    from ltchm.zoo import model_from_config
+    from ltchm.zoo import model_from_config, recorded_model_config
 
     path = Path(path)
     if not path.is_file():
@@ -111,7 +111,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} unsupported")
     try:
-        cfg = ModelConfig.model_validate({**payload["model"], "name": payload["model"]["name"]})
+        cfg = recorded_model_config({**payload["model"], "name": payload["model"]["name"]})
     except (ValidationError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from None
     model: CodingModel = model_from_config(cfg)

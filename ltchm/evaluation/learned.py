@@ -8,6 +8,7 @@ config file, a checkpoint path, or ``models:/name@alias``). Models are loaded on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -29,20 +30,48 @@ class ModelSpec:
     curve: str = "ltchm"
     config: str | None = None
 
+    @property
+    def key(self) -> str:
+        """The model's setting on its curve: a registry name with two configs is two models."""
+        return self.spec if self.config is None else f"{self.spec},config={self.config}"
+
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
 
 def parse_model_spec(text: str) -> ModelSpec:
     """``ltchm-mse=runs/l512/ckpt.pt`` or ``ltchm,config=configs/lambda_512.yaml`` or
-    ``models:/ltchm-lambda512@champion``: an optional curve name, the spec, an optional config."""
+    ``tcm=models:/tcm-lambda512@champion``: an optional LABEL= (the curve), the source (a
+    checkpoint, an MLflow model URI, a pretrained set or a registry name), an optional config.
+
+    Raises:
+        ValueError: one line naming the entry, for an empty label or source or a label of
+        other characters than letters, digits, ``.``, ``_``, ``+`` and ``-``.
+    """
     curve = "ltchm"
     head, _, rest = text.partition(",config=")
-    # "models:/..." and paths never contain "=" before their first "/" or ":", names do not.
+    # "models:/..." and paths never contain "=" before their first "/" or ":", labels do not.
     name, eq, spec = head.partition("=")
-    if eq and name and "/" not in name and ":" not in name:
+    if eq and "/" not in name and ":" not in name:
+        if not name:
+            raise ValueError(f"--models entry {text!r}: no label before '='; write LABEL=SOURCE")
+        if not _LABEL.fullmatch(name):
+            raise ValueError(
+                f"--models entry {text!r}: label {name!r} may hold only letters, digits, "
+                "'.', '_', '+' and '-'"
+            )
         curve = name
+        if not spec:
+            raise ValueError(
+                f"--models entry {text!r}: no source after '{name}='; write LABEL=SOURCE (a "
+                "checkpoint, models:/name@alias, pretrained:<set>/<λ> or a registry name)"
+            )
     else:
         spec = head
     if not spec:
         raise ValueError(f"--models entry {text!r}: empty model spec")
+    if not rest and text.endswith(",config="):
+        raise ValueError(f"--models entry {text!r}: no file after ',config='")
     return ModelSpec(spec=spec, curve=curve, config=rest or None)
 
 
@@ -62,13 +91,13 @@ class LearnedCodec:
 
     def __post_init__(self) -> None:
         self.label = self.label or f"{self.name} (learned)"
-        keys = [s.spec for s in self.specs]
+        keys = [s.key for s in self.specs]
         if len(set(keys)) != len(keys):
             raise ValueError(f"curve {self.name!r}: a model is listed twice: {keys}")
 
     def ladder(self) -> list[Setting]:
         # The rate order of models is known only once measured; the report sorts by bpp.
-        return [s.spec for s in self.specs]
+        return [s.key for s in self.specs]
 
     def check(self) -> None:
         try:
@@ -82,7 +111,7 @@ class LearnedCodec:
         if setting not in self._codecs:
             from ltchm.codec import ImageCodec, load_model
 
-            spec = next(s for s in self.specs if s.spec == setting)
+            spec = next(s for s in self.specs if s.key == setting)
             model = load_model(spec.spec, spec.config, device=self.device)
             self._models[setting] = model
             self._codecs[setting] = ImageCodec(model, device=self.device)

@@ -1,29 +1,46 @@
 """LTCHM (Zhang et al., Radioengineering 2024) and its Table 4 ablations.
 
-Layout (Fig. 1, Tables 1-2), with N the channels of y and z:
+Two placements of the attention modules (``dam_layout``), with N the channels of y and z:
 
-* g_a: [ResBlock/stride -> (DAM, ResBlock)] x 3 at 1/2, 1/4, 1/8, then conv/stride 2 -> DAM
-  -> y (N x H/16 x W/16).
+``authors`` (default): the released code (github.com/jiahuiLiu11/LTCHM) that produced the
+paper's Tables 3-6. Its parameter counts are the paper's: four DAMs are Table 4's +0.98M, and
+thop's rule gives Table 4/6's 12.34M at N=128 (``ltchm complexity`` shows both).
+
+* g_a: ResBlock/stride (1/2), ResBlock, ResBlock/stride (1/4), DAM, ResBlock, ResBlock/stride
+  (1/8), ResBlock, conv/stride 2 (1/16), DAM -> y.
+* g_s: DAM, ResBlock, upsample block (1/8), ResBlock, upsample block (1/4), DAM, ResBlock,
+  upsample block (1/2), ResBlock, transposed conv -> x_hat.
+* h_a: conv, conv, conv/2 (N -> 2N), HPHAM(2N), conv (2N -> N), conv/2 -> z.
+* h_s: conv, deconv/2 (N -> 2N), HPHAM(2N), conv (2N -> 1.5N), deconv/2, conv (1.5N -> 2N).
+
+``table1``: Tables 1-2 as printed (and this project's models before the choice existed).
+
+* g_a: [ResBlock/stride -> (DAM, ResBlock)] x 3 at 1/2, 1/4, 1/8, then conv/stride 2 -> DAM.
 * g_s: (DAM, ResBlock) at 1/16, then [upsample block -> (DAM, ResBlock)] x 2, upsample
   block, ResBlock, transposed conv -> x_hat.
 * h_a: HPHAM(N), conv, conv, conv/2 (N -> 2N), HPHAM(2N), conv (2N -> N), conv/2 -> z.
 * h_s: deconv/2, conv (N -> 2N), HPHAM(2N), conv (2N -> 1.5N), deconv/2, conv (1.5N -> 2N),
   HPHAM(2N) -> hyper features (2N).
-* entropy parameters: 1x1 convs 4N -> 640 -> 640 -> 3KN from [context (2N), hyper (2N)].
 
-Where the paper's tables and the authors' code disagree we follow the code's facts as given
-to us: y and z have N channels (Tables 1-2 print 2C for the latent and the hyper-encoder
-input, which contradicts the 4N -> 9N entropy-parameter network). Hence the encoder's last
-stage and the decoder's first stage run at N, and the first HPHAM of h_a sees y's N
-channels; the other three HPHAMs run at 2N as in Table 2. Stride-2 layers of the decoders
-("Conv K3 S2" / "Conv K1 S2" in the tables) are transposed convolutions: that is what the
-paper's parameter counts imply (sub-pixel convolutions would add ~4M parameters at N=128).
+Both: entropy parameters are 1x1 convs 4N -> 640 -> 640 -> 3KN from [context (2N), hyper
+(2N)]. The layouts share every module's definition; what the released code does differently
+inside its HPHAM blocks (an extra 1x1 convolution around each stage, LeakyReLU instead of
+GELU and an inner residual in the FFN) is not reproduced: DAM, HPHAM, GCA and MSB-FFN follow
+the paper's Sec. 2.
+
+Where the paper's tables and the authors' code disagree we follow the code: y and z have N
+channels (Tables 1-2 print 2C for the latent and the hyper-encoder input, which contradicts
+the 4N -> 9N entropy-parameter network), so the encoder's last stage and the decoder's first
+stage run at N (and table1's first HPHAM of h_a sees y's N channels). Stride-2 layers of the
+decoders ("Conv K3 S2" / "Conv K1 S2" in the tables) are transposed convolutions, as in the
+released code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +57,14 @@ from ltchm.entropy.latent import decode_y, encode_y
 from ltchm.entropy.mixture import Family, MixtureParams, mixture_likelihood, split_params
 from ltchm.layers import DAM, HPHAM
 
-__all__ = ["LTCHM", "UpsampleBlock", "Variant"]
+__all__ = ["DAM_LAYOUTS", "LTCHM", "DamLayout", "UpsampleBlock", "Variant"]
 
 STRIDE = 64  # y at 1/16, z at 1/64
+
+DamLayout = Literal["authors", "table1"]
+DAM_LAYOUTS: tuple[DamLayout, ...] = ("authors", "table1")
+_Factory = Callable[[int], nn.Module]
+_MixerFactory = Callable[[int, bool], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,9 @@ class LTCHM(CompressionModel):
         context: ``"autoregressive"`` (5x5 masked convolution) or ``"checkerboard"``.
         window_size, head_dim: HPHAM's window attention.
         variant: which modules are present (ablations).
+        dam_layout: ``"authors"`` (the released code behind the paper's Tables 3-6: four
+            DAMs, two HPHAMs) or ``"table1"`` (Tables 1-2 as printed: seven DAMs, four
+            HPHAMs; checkpoints written before the choice existed hold this layout).
     """
 
     stride = STRIDE
@@ -110,6 +135,7 @@ class LTCHM(CompressionModel):
         window_size: int = 4,
         head_dim: int = 32,
         variant: Variant = Variant(),
+        dam_layout: DamLayout = "authors",
     ) -> None:
         super().__init__()
         if N % 2:
@@ -128,6 +154,28 @@ class LTCHM(CompressionModel):
                 return HPHAM(dim, window_size, head_dim, use_gca=variant.gca)
             return nn.Identity() if edge else nn.LeakyReLU(inplace=True)
 
+        if dam_layout == "authors":
+            self._build_authors(N, M, dam, mixer)
+        elif dam_layout == "table1":
+            self._build_table1(N, M, dam, mixer)
+        else:
+            raise ValueError(f"unknown dam_layout {dam_layout!r}: authors or table1")
+        self.dam_layout: DamLayout = dam_layout
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.context_model = ContextModel(N, context)
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(4 * N, 640, 1),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(640, 640, 1),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(640, 3 * K * N, 1),
+        )
+        self._det: DetProgram | None = None
+        self._coding_versions: tuple[int, ...] | None = None
+
+    # -- layouts ---------------------------------------------------------------------------
+    def _build_table1(self, N: int, M: int, dam: _Factory, mixer: _MixerFactory) -> None:
+        """Table 1 / Table 2 as printed: seven DAMs, four HPHAMs."""
         self.g_a = nn.Sequential(
             ResidualBlockWithStride(3, N, stride=2),
             dam(N),
@@ -155,13 +203,13 @@ class LTCHM(CompressionModel):
             deconv(N, 3, 3),
         )
         self.h_a = nn.Sequential(
-            mixer(N, edge=True),
+            mixer(N, True),
             conv3x3(N, N),
             nn.LeakyReLU(inplace=True),
             conv3x3(N, N),
             nn.LeakyReLU(inplace=True),
             conv3x3(N, 2 * N, stride=2),
-            mixer(2 * N),
+            mixer(2 * N, False),
             conv3x3(2 * N, N),
             nn.LeakyReLU(inplace=True),
             conv3x3(N, N, stride=2),
@@ -170,25 +218,66 @@ class LTCHM(CompressionModel):
             deconv(N, N, 3),
             nn.LeakyReLU(inplace=True),
             conv3x3(N, 2 * N),
-            mixer(2 * N),
+            mixer(2 * N, False),
             conv3x3(2 * N, M),
             nn.LeakyReLU(inplace=True),
             deconv(M, M, 3),
             nn.LeakyReLU(inplace=True),
             conv3x3(M, 2 * N),
-            mixer(2 * N, edge=True),
+            mixer(2 * N, True),
         )
-        self.entropy_bottleneck = EntropyBottleneck(N)
-        self.context_model = ContextModel(N, context)
-        self.entropy_parameters = nn.Sequential(
-            nn.Conv2d(4 * N, 640, 1),
-            nn.LeakyReLU(inplace=True),
-            nn.Conv2d(640, 640, 1),
-            nn.LeakyReLU(inplace=True),
-            nn.Conv2d(640, 3 * K * N, 1),
+
+    def _build_authors(self, N: int, M: int, dam: _Factory, mixer: _MixerFactory) -> None:
+        """The released code's placement: DAMs at 1/4 and 1/16 of g_a and g_s, one HPHAM
+        (at 2N, after an activation) in each hyper transform, h_s up-sampling after its first
+        convolution. Without HPHAM (ablations) nothing stands in its place."""
+        self.g_a = nn.Sequential(
+            ResidualBlockWithStride(3, N, stride=2),
+            ResidualBlock(N, N),
+            ResidualBlockWithStride(N, N, stride=2),
+            dam(N),
+            ResidualBlock(N, N),
+            ResidualBlockWithStride(N, N, stride=2),
+            ResidualBlock(N, N),
+            conv3x3(N, N, stride=2),
+            dam(N),
         )
-        self._det: DetProgram | None = None
-        self._coding_versions: tuple[int, ...] | None = None
+        self.g_s = nn.Sequential(
+            dam(N),
+            ResidualBlock(N, N),
+            UpsampleBlock(N, N),
+            ResidualBlock(N, N),
+            UpsampleBlock(N, N),
+            dam(N),
+            ResidualBlock(N, N),
+            UpsampleBlock(N, N),
+            ResidualBlock(N, N),
+            deconv(N, 3, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, 2 * N, stride=2),
+            nn.LeakyReLU(inplace=True),
+            mixer(2 * N, True),
+            conv3x3(2 * N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N, stride=2),
+        )
+        self.h_s = nn.Sequential(
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            deconv(N, 2 * N, 3),
+            nn.LeakyReLU(inplace=True),
+            mixer(2 * N, True),
+            conv3x3(2 * N, M),
+            nn.LeakyReLU(inplace=True),
+            deconv(M, M, 3),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(M, 2 * N),
+        )
 
     # -- configuration ------------------------------------------------------------------
     @property

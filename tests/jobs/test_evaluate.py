@@ -128,3 +128,36 @@ def test_clear_errors(tmp_path: Path, data: Path, capsys, monkeypatch) -> None:
     assert cli([*base[:2], str(tmp_path / "nowhere"), *base[3:], "--codecs", "jpeg"]) == 1
     assert "no such folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_one_command_compares_models_on_one_plot(tmp_path: Path, data: Path, capsys) -> None:
+    """LABEL=SOURCE pairs of different zoo models: one RD plot, a BD row per curve vs JPEG2000."""
+    cfgs = []
+    for n in (16, 24):  # two untrained widths: two distinct points per curve
+        cfg = tmp_path / f"n{n}.yaml"
+        cfg.write_text(f"model:\n  N: {n}\nloss:\n  lmbda: {n * 16}\n")
+        cfgs.append(cfg)
+    models = [f"{name}={name},config={c}" for name in ("ltchm", "cheng2020-attn") for c in cfgs]
+    out = tmp_path / "out"
+    argv = ["evaluate", "--data", str(data), "--codecs", "jpeg2000", "--out", str(out)]
+    argv += ["--no-lpips", "--no-mlflow", "--no-complexity", "--max-images", "1", "--quiet"]
+    assert cli([*argv, "--models", *models]) == 0
+
+    with open(out / "rd.csv") as f:
+        rd = list(csv.DictReader(f))
+    assert {r["codec"] for r in rd} == {"jpeg2000", "ltchm", "cheng2020-attn"}
+    assert sum(r["codec"] == "ltchm" for r in rd) == 2
+    assert sum(r["codec"] == "cheng2020-attn" for r in rd) == 2
+    svg = (out / "rd_psnr.svg").read_text()
+    assert "ltchm (learned)" in svg and "cheng2020-attn (learned)" in svg and "JPEG2000" in svg
+    with open(out / "bd.csv") as f:
+        bd = {r["codec"]: r for r in csv.DictReader(f)}
+    assert set(bd) == {"jpeg2000", "ltchm", "cheng2020-attn"}
+
+    # a malformed pair is a one-line error before anything runs
+    capsys.readouterr()
+    shutil.rmtree(out)
+    assert cli([*argv, "--models", "=x.pt"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no label before '='" in err
+    assert not out.exists()

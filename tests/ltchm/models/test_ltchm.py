@@ -33,6 +33,10 @@ def test_size_must_be_a_multiple_of_the_stride() -> None:
 def test_gradients_reach_every_parameter(mixture: str, context: str) -> None:
     torch.manual_seed(0)
     model = get_model("ltchm", N=32, mixture=mixture, context=context).train()
+    # An untrained latent of this tiny model is below 0.5 almost everywhere, so y_hat is ~0
+    # and what g_s sees first gets no gradient; a trained model's latent is large.
+    with torch.no_grad():
+        model.g_a[-2].weight.mul_(20)
     x = torch.rand(2, 3, 128, 128)
     out = RateDistortionLoss(512)(model(x), x)
     (out["loss"] + model.aux_loss()).backward()
@@ -59,3 +63,35 @@ def test_eval_rounds_and_is_deterministic() -> None:
     torch.testing.assert_close(a["x_hat"], b["x_hat"], rtol=0, atol=0)
     lik = a["likelihoods"]["y"]
     assert (lik > 0).all() and (lik <= 1).all()
+
+
+@pytest.mark.parametrize("N", [128, 192, 256])
+def test_authors_layout_has_the_released_codes_parameters(N: int) -> None:
+    from ltchm.complexity import RELEASED_PARAMS_M
+
+    model = get_model("ltchm", N=N)
+    assert model.dam_layout == "authors"  # the default
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(params / RELEASED_PARAMS_M[N] - 1) < 0.05, params
+
+
+@pytest.mark.parametrize(("layout", "dams", "hphams"), [("authors", 4, 2), ("table1", 7, 4)])
+def test_layouts_place_their_modules(layout: str, dams: int, hphams: int) -> None:
+    from ltchm.layers import DAM, HPHAM
+
+    model = get_model("ltchm", N=32, dam_layout=layout)
+    assert sum(isinstance(m, DAM) for m in model.modules()) == dams
+    assert sum(isinstance(m, HPHAM) for m in model.modules()) == hphams
+    # the released code keeps DAM at 1/4 and 1/16 of both main transforms
+    if layout == "authors":
+        assert [i for i, m in enumerate(model.g_a) if isinstance(m, DAM)] == [3, 8]
+        assert [i for i, m in enumerate(model.g_s) if isinstance(m, DAM)] == [0, 5]
+    ablation = get_model("ltchm-baseline", N=32, dam_layout=layout).eval()
+    assert not any(isinstance(m, (DAM, HPHAM)) for m in ablation.modules())
+    with torch.no_grad():
+        assert ablation(torch.rand(1, 3, 64, 64))["x_hat"].shape == (1, 3, 64, 64)
+
+
+def test_unknown_layout_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown dam_layout 'paper': authors or table1"):
+        get_model("ltchm", N=32, dam_layout="paper")
