@@ -252,6 +252,20 @@ def _finish_ray(
         return finish(cfg, result.error, metrics, Path(d), uri, run_id, out_dir)
 
 
+def run_params(cfg: Config) -> dict[str, str]:
+    """The run's MLflow params: the config flattened, without the model keys its model does
+    not take (``model.mixture`` means nothing to TCM: logging the default would say it did)."""
+    from jobs.training.tracking import flatten
+    from ltchm.zoo import accepted_keys
+
+    takes = {"name", *accepted_keys(cfg.model.name)}
+    return {
+        k: v
+        for k, v in flatten(dump_config(cfg)).items()
+        if not k.startswith("model.") or k.removeprefix("model.") in takes
+    }
+
+
 def failure_text(error: BaseException | str) -> str:
     """What to tell the user of a failed run: a :class:`~pipeline.loader.ShardError` met
     anywhere in the chain (Ray Train wraps the worker's exception twice) as its one line,
@@ -353,7 +367,6 @@ def plan_runs(configs: list[Config], shards: Path) -> TrainingPlan:
     """
     import mlflow
 
-    from jobs.training.tracking import flatten
     from ltchm.tracking import check_tracking, ensure_experiment, resolve_tracking_uri
 
     shards = Path(shards).resolve()
@@ -385,7 +398,7 @@ def plan_runs(configs: list[Config], shards: Path) -> TrainingPlan:
             tags["mlflow.parentRunId"] = parent_id
         run = client.create_run(exp_id, run_name=f"lambda_{cfg.loss.lmbda:g}", tags=tags)
         rid = run.info.run_id
-        for key, value in flatten(dump_config(cfg)).items():
+        for key, value in run_params(cfg).items():
             client.log_param(rid, key, value[:6000])
         ds = deepspeed_config(cfg, cfg.train.workers, cfg.train.use_gpu)
         client.log_dict(rid, ds, "deepspeed_config.json")

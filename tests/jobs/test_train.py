@@ -433,3 +433,15 @@ def test_fdegcnet_trains_registers_and_codes(tmp_path, shards, ucm_dir, capsys) 
     assert main(["encode", str(image), str(ltc), "--model", spec, "--tracking-uri", uri]) == 0
     assert main(["decode", str(ltc), str(png), "--tracking-uri", uri]) == 0
     assert read_image(png).shape == read_image(image).shape
+
+
+def test_run_params_name_only_the_keys_the_model_takes() -> None:
+    from jobs.train import run_params
+    from ltchm.config import load_config
+
+    tcm = run_params(load_config(REPO_ROOT / "configs" / "tcm" / "lambda_512.yaml"))
+    assert tcm["model.name"] == "tcm" and tcm["model.N"] == "128"
+    assert not {"model.mixture", "model.K", "model.dam_layout"} & tcm.keys()
+    assert tcm["loss.lmbda"] == "512.0"
+    ltchm = run_params(load_config(REPO_ROOT / "configs" / "lambda_512.yaml"))
+    assert ltchm["model.mixture"] == "gaussian" and "model.dam_layout" in ltchm
