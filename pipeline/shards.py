@@ -31,7 +31,14 @@ from pipeline.archives import MemberError, MemberReader, file_sha256, require_pr
 from pipeline.decode import DecodeError, RGBImage, decode_image
 from pipeline.plan import FORMAT, ImageEntry, Plan, ShardPlan, config_dict
 from pipeline.tiling import pad_to, skip_reason, tile_grid
-from pipeline.windowed import ImageHeader, RasterInfo, decode_bytes, raster_tiles, read_header
+from pipeline.windowed import (
+    ImageHeader,
+    RasterInfo,
+    decode_bytes,
+    raster_tiles,
+    read_header,
+    strips_readable,
+)
 
 __all__ = [
     "MANIFEST",
@@ -209,21 +216,22 @@ def _samples(
     whole = entry.split not in cfg.tile_splits
     header = read_header(source, entry.member.path)
     need = decode_bytes(header)
-    by_windows = header.windowed and not whole and min(header.width, header.height) >= cfg.tile_size
-    if by_windows and need > min(cfg.window_reads_above, cfg.max_worker_memory):
-        yield from _windowed_samples(entry, source, header, cfg, stats)
-        return
-    if need > cfg.max_worker_memory:
-        why = (
-            "a whole-image split keeps it in one piece"
-            if header.windowed
-            else "its format cannot be read by windows"
-        )
-        raise DecodeError(
-            f"{header.width}x{header.height}: decoding it needs about {need / 2**30:.1f} GiB, "
-            f"over preprocess.max_worker_memory ({cfg.max_worker_memory / 2**30:.1f} GiB), "
-            f"and {why}"
-        )
+    if need > min(cfg.window_reads_above, cfg.max_worker_memory):
+        streamable = header.windowed or (header.strips and strips_readable(source, header.bands))
+        if streamable and not whole and min(header.width, header.height) >= cfg.tile_size:
+            yield from _windowed_samples(entry, source, header, cfg, stats)
+            return
+        if need > cfg.max_worker_memory:
+            why = (
+                "a whole-image split keeps it in one piece"
+                if streamable
+                else "its format cannot be read by windows"
+            )
+            raise DecodeError(
+                f"{header.width}x{header.height}: decoding it needs about "
+                f"{need / 2**30:.1f} GiB, over preprocess.max_worker_memory "
+                f"({cfg.max_worker_memory / 2**30:.1f} GiB), and {why}"
+            )
     image = decode_image(
         source,
         entry.member.path,

@@ -29,7 +29,14 @@ from pipeline.decode import DecodeError, choose_bands, open_raster, pil_pixel_li
 from pipeline.stretch import MAX_STAT_PIXELS, apply_stretch, stretch_params
 from pipeline.tiling import tile_grid
 
-__all__ = ["ImageHeader", "RasterInfo", "decode_bytes", "raster_tiles", "read_header"]
+__all__ = [
+    "ImageHeader",
+    "RasterInfo",
+    "decode_bytes",
+    "raster_tiles",
+    "read_header",
+    "strips_readable",
+]
 
 # Formats GDAL decodes line by line: read in row strips (top to bottom, once), never by
 # windows, which would restart the decoder at every tile of a row. Not JPEG: GDAL's libjpeg
@@ -44,7 +51,8 @@ _STRIP_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 @dataclass
 class ImageHeader:
     """What the header says: size, bands read, their item size, and whether GDAL can read
-    windows of it (``strips``: only row strips, top to bottom)."""
+    windows of it (``strips``: Pillow sees an 8-bit PNG GDAL may read in row strips, top to
+    bottom; :func:`strips_readable` confirms it where it matters)."""
 
     width: int
     height: int
@@ -78,7 +86,7 @@ def decode_bytes(h: ImageHeader) -> int:
     8-bit raster has no stretch).
     """
     px = h.width * h.height
-    if h.windowed and not h.strips:  # a strip-readable PNG decodes whole with Pillow
+    if h.windowed:
         stretch = 0 if h.itemsize == 1 else 4
         return px * (h.read_bands * (h.itemsize + stretch) + 5)
     return px * (h.bands * h.itemsize * 3 + 1)
@@ -113,17 +121,15 @@ def read_header(source: bytes | Path | str, name: str) -> ImageHeader:
                 and im.mode in _STRIP_MODES
                 and int(getattr(im, "n_frames", 1)) == 1
             )
-            header = ImageHeader(im.width, im.height, bands, bands, size, False)
+            return ImageHeader(im.width, im.height, bands, bands, size, False, strips)
     except Exception as exc:  # Pillow raises many types for a bad file; decode reports it
         raise DecodeError(f"unreadable image ({type(exc).__name__})") from None
-    if strips and _gdal_reads_as_pillow(source, bands):
-        header.windowed = header.strips = True
-    return header
 
 
-def _gdal_reads_as_pillow(source: bytes | Path | str, bands: int) -> bool:
+def strips_readable(source: bytes | Path | str, bands: int) -> bool:
     """Whether GDAL opens the image with Pillow's bands, 8 bits each (a 48-bit PNG is 8-bit
-    RGB to Pillow, 16-bit to GDAL: such an image keeps Pillow's whole-image path)."""
+    RGB to Pillow, 16-bit to GDAL: such an image keeps Pillow's whole-image path). Asked only
+    of images too large to decode whole: opening GDAL costs a copy of the file."""
     from rasterio.errors import RasterioError
 
     try:

@@ -18,8 +18,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["VENV_BIN", "free_port", "ray_nodes", "s3_server", "stop", "wait_for"]
+__all__ = [
+    "VENV_BIN",
+    "free_port",
+    "ray_nodes",
+    "run_capped",
+    "s3_server",
+    "stop",
+    "wait_for",
+]
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -128,3 +137,35 @@ def s3_server(logs: Path) -> Iterator[str]:
         yield endpoint
     finally:
         stop(proc)
+
+
+_CAP = """
+import resource as _resource, sys as _sys
+
+def cap_memory():
+    # the address space the child has now (torch, the model loaded) plus argv[1] bytes:
+    # an allocation beyond fails as a MemoryError instead of taking the machine
+    vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+    cap = vm + int(_sys.argv[1])
+    _resource.setrlimit(_resource.RLIMIT_AS, (cap, cap))
+"""
+
+
+def run_capped(child: str, extra_bytes: int, *args: str, timeout: float = 900) -> Any:
+    """Run Python ``child`` in a fresh interpreter (``sys.argv[1]`` is ``extra_bytes``, then
+    ``args``) with ``cap_memory()`` defined for it to call once set up; return the JSON of its
+    last output line."""
+    import json
+
+    from ltchm.paths import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CAP + child, str(extra_bytes), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])

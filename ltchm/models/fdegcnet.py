@@ -47,8 +47,6 @@ import torch
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import ResidualBlock, ResidualBlockWithStride, conv3x3
-from compressai.models import CompressionModel
-from compressai.models.utils import update_registered_buffers
 from torch import Tensor, nn
 
 from ltchm.entropy.context import ContextMode, ContextModel
@@ -64,6 +62,7 @@ from ltchm.entropy.detmath import (
 )
 from ltchm.entropy.latent import decode_y, encode_y
 from ltchm.entropy.mixture import MixtureParams, mixture_likelihood, split_params
+from ltchm.models.coding import ReproducibleCodingModel
 from ltchm.models.ltchm import UpsampleBlock, deconv
 
 __all__ = [
@@ -272,7 +271,7 @@ class AbsScales(nn.Module):
         return torch.cat([x[:, :cut], x[:, cut:].abs()], dim=1)
 
 
-class FDEGCNet(CompressionModel):
+class FDEGCNet(ReproducibleCodingModel):
     """The FDEGCNet codec (see the module docstring).
 
     Args:
@@ -354,23 +353,10 @@ class FDEGCNet(CompressionModel):
             nn.Conv2d(640, 3 * self.K * N, 1, bias=False),
             AbsScales(),
         )
-        self._det: DetProgram | None = None
-        self._coding_versions: tuple[int, ...] | None = None
 
     @property
     def context(self) -> ContextMode:
         return self.context_model.mode
-
-    def check_size(self, x: Tensor) -> None:
-        """Raise a clear error unless ``x`` is (B, 3, H, W) with H, W multiples of the stride."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
-        H, W = x.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(
-                f"FDEGCNet needs H and W to be multiples of {self.stride}, got {H}x{W}; pad "
-                "the image (ltchm.codec pads and crops for you)"
-            )
 
     def mixture_params(self, ctx: Tensor, hyper: Tensor) -> MixtureParams:
         return split_params(self.entropy_parameters(torch.cat([ctx, hyper], dim=1)), self.K)
@@ -393,53 +379,11 @@ class FDEGCNet(CompressionModel):
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
-    # -- coding tables (as LTCHM: built once, saved with the weights) ----------------------
-    def _versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.parameters())
-
-    def update(self, scale_table: Any = None, force: bool = False, **kwargs: Any) -> bool:
-        """Build the entropy bottleneck's CDFs and the integer weights of the reproducible
-        entropy-parameter path."""
-        updated = bool(super().update(scale_table=scale_table, force=force, **kwargs))
-        if force or updated or self._det is None:
-            self._compile()
-            updated = True
-        return updated
-
-    def _compile(self) -> None:
-        self._det = det_program().compile(
+    # -- coding (tables: ltchm.models.coding) ----------------------------------------------
+    def entropy_program(self) -> DetProgram:
+        return det_program().compile(
             self.mcam, self.h_s, self.context_model, self.entropy_parameters
         )
-        self._coding_versions = self._versions()
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
-        if "entropy_bottleneck._offset" in state_dict:
-            buffers = ["_quantized_cdf", "_offset", "_cdf_length"]
-            update_registered_buffers(
-                self.entropy_bottleneck, "entropy_bottleneck", buffers, state_dict
-            )
-        result = nn.Module.load_state_dict(self, state_dict, strict=strict)
-        # saved tables are used as saved (a rebuild elsewhere may differ in the last bit)
-        if self.entropy_bottleneck._offset.numel():
-            self._compile()
-        else:
-            self._det, self._coding_versions = None, None
-        return result
-
-    def ready(self) -> bool:
-        """Whether the coding tables exist (``update()`` was called or they were loaded)."""
-        return self._det is not None and self.entropy_bottleneck._offset.numel() > 0
-
-    def _require_ready(self) -> DetProgram:
-        if not self.ready():
-            raise RuntimeError(
-                "the model has no coding tables: call model.update(force=True) after "
-                "training (checkpoints saved by ltchm.codec carry their tables)"
-            )
-        if self._coding_versions != self._versions():
-            self._compile()
-        assert self._det is not None
-        return self._det
 
     def _hyper(self, prog: DetProgram, z_hat: Tensor) -> Tensor:
         return prog.run(self.h_s, prog.run(self.mcam, z_hat))

@@ -46,8 +46,6 @@ import torch
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN, ResidualBlock, ResidualBlockWithStride, conv3x3
-from compressai.models import CompressionModel
-from compressai.models.utils import update_registered_buffers
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
@@ -56,6 +54,7 @@ from ltchm.entropy.detforward import DetProgram
 from ltchm.entropy.latent import decode_y, encode_y
 from ltchm.entropy.mixture import Family, MixtureParams, mixture_likelihood, split_params
 from ltchm.layers import DAM, HPHAM
+from ltchm.models.coding import ReproducibleCodingModel
 
 __all__ = ["DAM_LAYOUTS", "LTCHM", "DamLayout", "UpsampleBlock", "Variant"]
 
@@ -109,7 +108,7 @@ class UpsampleBlock(nn.Module):
         return out.add_(self.skip.bias.reshape(1, -1, 1, 1))
 
 
-class LTCHM(CompressionModel):
+class LTCHM(ReproducibleCodingModel):
     """The LTCHM codec with a K-component mixture entropy model and a hyperprior.
 
     Args:
@@ -170,8 +169,6 @@ class LTCHM(CompressionModel):
             nn.LeakyReLU(inplace=True),
             nn.Conv2d(640, 3 * K * N, 1),
         )
-        self._det: DetProgram | None = None
-        self._coding_versions: tuple[int, ...] | None = None
 
     # -- layouts ---------------------------------------------------------------------------
     def _build_table1(self, N: int, M: int, dam: _Factory, mixer: _MixerFactory) -> None:
@@ -284,17 +281,6 @@ class LTCHM(CompressionModel):
     def context(self) -> ContextMode:
         return self.context_model.mode
 
-    def check_size(self, x: Tensor) -> None:
-        """Raise a clear error unless ``x`` is (B, 3, H, W) with H, W multiples of the stride."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
-        H, W = x.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(
-                f"{type(self).__name__} needs H and W to be multiples of {self.stride}, got "
-                f"{H}x{W}; pad the image (ltchm.codec pads and crops for you)"
-            )
-
     # -- entropy model ---------------------------------------------------------------------
     def mixture_params(self, ctx: Tensor, hyper: Tensor) -> MixtureParams:
         return split_params(self.entropy_parameters(torch.cat([ctx, hyper], dim=1)), self.K)
@@ -322,61 +308,8 @@ class LTCHM(CompressionModel):
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     # -- entropy coding --------------------------------------------------------------------
-    def _versions(self) -> tuple[int, ...]:
-        # in-place updates (optimizer steps, load_state_dict) bump a tensor's version
-        return tuple(p._version for p in self.parameters())
-
-    def update(self, scale_table: Any = None, force: bool = False, **kwargs: Any) -> bool:
-        """Build the coding tables from the weights: the entropy bottleneck's CDFs
-        (CompressAI) and the integer weights of the reproducible entropy-parameter path."""
-        updated = bool(super().update(scale_table=scale_table, force=force, **kwargs))
-        if force or updated or self._det is None:
-            self._compile()
-            updated = True
-        return updated
-
-    def _compile(self) -> None:
-        self._det = DetProgram().compile(self.h_s, self.context_model, self.entropy_parameters)
-        self._coding_versions = self._versions()
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
-        # CompressAI's CompressionModel.load_state_dict tests every key against every module
-        # name (quadratic: paid by every scene worker at start, benchmarks/RESULTS.md, "Scene
-        # codec"); only the entropy bottleneck's table buffers need resizing before the load.
-        prefixes = {k.rpartition(".")[0] for k in state_dict}
-        for name, module in self.named_modules():
-            if isinstance(module, EntropyBottleneck) and name in prefixes:
-                buffers = ["_quantized_cdf", "_offset", "_cdf_length"]
-                update_registered_buffers(module, name, buffers, state_dict)
-        result = nn.Module.load_state_dict(self, state_dict, strict=strict)
-        # Tables saved with the weights are used as saved: rebuilding them on another
-        # machine could differ in the last bit (float32), and files would not decode.
-        if self.entropy_bottleneck._offset.numel():
-            self._compile()
-        else:
-            self._det, self._coding_versions = None, None
-        return result
-
-    def ready(self) -> bool:
-        """Whether the coding tables exist (``update()`` was called or they were loaded).
-
-        As in CompressAI, call ``update(force=True)`` after training: tables are never rebuilt
-        behind the caller's back, because a rebuild on another machine may differ in the
-        last bit and the files of the old tables would no longer decode.
-        """
-        return self._det is not None and self.entropy_bottleneck._offset.numel() > 0
-
-    def _require_ready(self) -> DetProgram:
-        if not self.ready():
-            raise RuntimeError(
-                "the model has no coding tables: call model.update(force=True) after "
-                "training (checkpoints saved by ltchm.codec carry their tables)"
-            )
-        if self._coding_versions != self._versions():
-            # the integer weights derive from the float ones exactly: safe to refresh
-            self._compile()
-        assert self._det is not None
-        return self._det
+    def entropy_program(self) -> DetProgram:
+        return DetProgram().compile(self.h_s, self.context_model, self.entropy_parameters)
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict[str, Any]:

@@ -40,8 +40,6 @@ from compressai.layers import (
     conv3x3,
     subpel_conv3x3,
 )
-from compressai.models import CompressionModel
-from compressai.models.utils import update_registered_buffers
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
@@ -50,6 +48,7 @@ from ltchm.entropy.detmath import IntWeights, det_conv2d, det_sigmoid
 from ltchm.entropy.mixture import MixtureParams, mixture_likelihood
 from ltchm.entropy.slices import SliceDecoder, SliceEncoder
 from ltchm.layers.tcm import ConvTransBlock, ResidualUnit, SWAtten, SwinBlock2d
+from ltchm.models.coding import ReproducibleCodingModel
 
 __all__ = ["TCM", "tcm_program"]
 
@@ -78,7 +77,7 @@ def _tcm_stage(N: int, head_dim: int, window: int) -> list[nn.Module]:
     return [ConvTransBlock(N, N, head_dim, window, shift) for shift in (0, window // 2)]
 
 
-class TCM(CompressionModel):
+class TCM(ReproducibleCodingModel):
     """The TCM codec.
 
     Args:
@@ -142,21 +141,8 @@ class TCM(CompressionModel):
         self.cc_scale_transforms = nn.ModuleList(_slice_net(support(i), width) for i in slices)
         self.lrp_transforms = nn.ModuleList(_slice_net(support(i + 1), width) for i in slices)
         self.entropy_bottleneck = EntropyBottleneck(Z_CHANNELS)
-        self._det: DetProgram | None = None
-        self._coding_versions: tuple[int, ...] | None = None
 
     # -- configuration ------------------------------------------------------------------
-    def check_size(self, x: Tensor) -> None:
-        """Raise a clear error unless ``x`` is (B, 3, H, W) with H, W multiples of the stride."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
-        H, W = x.shape[-2:]
-        if H % self.stride or W % self.stride:
-            raise ValueError(
-                f"TCM needs H and W to be multiples of {self.stride}, got {H}x{W}; pad the "
-                "image (ltchm.codec pads and crops for you)"
-            )
-
     def entropy_path(self) -> list[nn.Module]:
         """The modules whose outputs set y's distributions: evaluated reproducibly."""
         return [
@@ -228,54 +214,10 @@ class TCM(CompressionModel):
         y_likelihoods = torch.cat(likelihoods, dim=1)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
-    # -- coding tables ---------------------------------------------------------------------
-    def _versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.parameters())
+    # -- entropy coding (tables: ltchm.models.coding) --------------------------------------
+    def entropy_program(self) -> DetProgram:
+        return tcm_program().compile(*self.entropy_path())
 
-    def update(self, scale_table: Any = None, force: bool = False, **kwargs: Any) -> bool:
-        """Build the coding tables: the entropy bottleneck's CDFs (CompressAI) and the integer
-        weights of the reproducible entropy-parameter path."""
-        updated = bool(super().update(scale_table=scale_table, force=force, **kwargs))
-        if force or updated or self._det is None:
-            self._compile()
-            updated = True
-        return updated
-
-    def _compile(self) -> None:
-        self._det = tcm_program().compile(*self.entropy_path())
-        self._coding_versions = self._versions()
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
-        # only the bottleneck's table buffers need resizing before the load (see LTCHM)
-        buffers = ["_quantized_cdf", "_offset", "_cdf_length"]
-        if any(k.startswith("entropy_bottleneck.") for k in state_dict):
-            update_registered_buffers(
-                self.entropy_bottleneck, "entropy_bottleneck", buffers, state_dict
-            )
-        result = nn.Module.load_state_dict(self, state_dict, strict=strict)
-        # tables saved with the weights are used as saved (a rebuild may differ in a bit)
-        if self.entropy_bottleneck._offset.numel():
-            self._compile()
-        else:
-            self._det, self._coding_versions = None, None
-        return result
-
-    def ready(self) -> bool:
-        """Whether the coding tables exist (``update()`` was called or they were loaded)."""
-        return self._det is not None and self.entropy_bottleneck._offset.numel() > 0
-
-    def _require_ready(self) -> DetProgram:
-        if not self.ready():
-            raise RuntimeError(
-                "the model has no coding tables: call model.update(force=True) after "
-                "training (checkpoints saved by ltchm.codec carry their tables)"
-            )
-        if self._coding_versions != self._versions():
-            self._compile()  # the integer weights derive from the float ones exactly
-        assert self._det is not None
-        return self._det
-
-    # -- entropy coding --------------------------------------------------------------------
     def _hyper(self, prog: DetProgram, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         return prog.run(self.h_mean_s, z_hat), prog.run(self.h_scale_s, z_hat)
 

@@ -6,17 +6,14 @@ allocate whatever the file asked for)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from ltchm.paths import REPO_ROOT
+from processes import run_capped
 
-# Runs in a child whose address space is capped (RLIMIT_AS) once torch and the model are
+# Runs in a child whose address space is capped (run_capped) once torch and the model are
 # loaded: an allocation the file asks for beyond the cap fails as a MemoryError/RuntimeError,
 # which the parent reports instead of a clean error.
 _CHILD = r"""
-import copy, dataclasses, json, resource, sys
+import copy, dataclasses, json, sys
 import torch
 from ltchm.codec.container import Tile, pack, unpack
 from ltchm.codec.image import ImageCodec
@@ -69,9 +66,7 @@ cases = {
     "context changed": replace(context="autoregressive"),
     "context none": replace(context="none"),
 }
-vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-cap = vm + int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+cap_memory()
 out = {}
 for name, f in cases.items():
     try:
@@ -88,16 +83,7 @@ LIMIT = 1 << 30  # bytes a crafted file may make decode allocate beyond the load
 
 
 def test_crafted_containers_fail_cleanly_within_a_memory_limit() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(LIMIT)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout.splitlines()[-1])
+    results = run_capped(_CHILD, LIMIT, timeout=600)
     bad = {k: v for k, v in results.items() if not v.startswith("ValueError: ") or "\n" in v}
     assert not bad, json.dumps(bad, indent=1)
     # the geometry checks name what is wrong, not a symptom further down

@@ -5,18 +5,15 @@ refuse each with a one-line error (exit 1 or 2, no traceback) within a fixed mem
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from ltchm.paths import REPO_ROOT
+from processes import run_capped
 
 # The child encodes a small scene, crafts the files, then caps its address space (RLIMIT_AS)
 # before decoding them: an allocation a file asks for beyond the cap fails as a MemoryError,
 # which the parent sees instead of a clean error.
 _CHILD = r"""
-import contextlib, copy, dataclasses, io, json, resource, sys, zlib
+import contextlib, copy, dataclasses, io, json, sys, zlib
 from pathlib import Path
 import numpy as np, rasterio, torch
 from rasterio.transform import from_origin
@@ -90,9 +87,7 @@ cases = {
     "model index": write("i", recs=tile(coded, model=9)),
     "residuals junk": write("u", recs=tile(coded, residuals=[b"x", b"y", b"z"])),
 }
-vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-cap = vm + int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+cap_memory()
 out = {}
 for name, path in cases.items():
     err = io.StringIO()
@@ -110,16 +105,7 @@ LIMIT = 1 << 30  # bytes a crafted file may make decompress-scene allocate beyon
 
 
 def test_crafted_scene_files_fail_cleanly_within_a_memory_limit(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(LIMIT), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.splitlines()[-1])
+    results = run_capped(_CHILD, LIMIT, str(tmp_path))
     bad = {
         k: v
         for k, v in results.items()
