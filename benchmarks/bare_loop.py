@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from ltchm.losses import RateDistortionLoss
 from ltchm.optim import learning_rate, split_parameters
@@ -16,9 +17,38 @@ from ltchm.runtime import tune_allocator
 from ltchm.zoo import model_from_config
 from pipeline.loader import make_train_loader
 
+Clip = Literal["torch", "deepspeed"]
 
-def bare_steps(cfg: Any, shards: Path, threads: int) -> Iterator[tuple[int, Any, float]]:
-    """Train ``cfg.train.steps`` steps; yield (steps done, the model, that step's loss)."""
+
+def clip_like_deepspeed(params: list[Tensor], max_norm: float, zero_stage: int) -> None:
+    """``clip_grad_norm_`` in DeepSpeed's arithmetic for ``zero_stage``. torch's sums its
+    per-tensor norms otherwise: the clip factor then differs in its last bits, and a chaotic
+    training run amplifies that (``benchmarks/training.py``).
+
+    Stage 0 (``deepspeed.runtime.utils.clip_grad_norm_``): float32 norms, the sum of their
+    squares, its root, grads times min(1, max_norm / (norm + 1e-6)). ZeRO stages: float64
+    norms, their squares summed, the root in float32, grads times 1 / max(1, (norm + 1e-6) /
+    max_norm).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if zero_stage == 0:
+        norms = torch.stack([g.detach().float().norm(2) for g in grads])
+        total = norms.pow(2).sum().float().pow(0.5) * 1.0 / 1.0
+        coef = torch.min(torch.tensor([1.0]), torch.tensor([float(max_norm)]) / (total + 1e-6))
+    else:
+        norms = torch.stack([torch.linalg.vector_norm(g.detach().double(), 2) for g in grads])
+        total = norms.pow(2).sum().float().pow(0.5)
+        total = torch.linalg.vector_norm(torch.stack([total]), 2)  # its one-group combination
+        coef = 1.0 / torch.clamp((total + 1e-6) / max_norm, min=1.0)
+    for g in grads:
+        g.mul_(coef)
+
+
+def bare_steps(
+    cfg: Any, shards: Path, threads: int, clip: Clip = "torch"
+) -> Iterator[tuple[int, Any, float]]:
+    """Train ``cfg.train.steps`` steps; yield (steps done, the model, that step's loss).
+    ``clip`` picks the gradient-norm arithmetic: torch's, or DeepSpeed's (as the platform)."""
     tune_allocator()
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
@@ -48,7 +78,9 @@ def bare_steps(cfg: Any, shards: Path, threads: int) -> Iterator[tuple[int, Any,
         out = criterion(model(x), x)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        if cfg.train.clip_grad_norm:
+        if cfg.train.clip_grad_norm and clip == "deepspeed":
+            clip_like_deepspeed(net, cfg.train.clip_grad_norm, cfg.deepspeed.zero_stage)
+        elif cfg.train.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(net, cfg.train.clip_grad_norm)
         opt.step()
         aux_loss = model.aux_loss()

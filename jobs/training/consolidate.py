@@ -51,7 +51,8 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     """The model's full state dict in fp32.
 
     DeepSpeed's ``zero_to_fp32`` rebuilds every parameter its optimiser holds from the fp32
-    master copies (sharded under ZeRO); parameters it does not hold (the entropy bottleneck's
+    master copies (sharded under ZeRO; an fp32 run at stage 0 saves its weights whole);
+    parameters it does not hold (the entropy bottleneck's
     quantiles, trained by their own optimiser) and buffers come from the saved module state.
     """
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -62,9 +63,12 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     _vet(ckpt_dir / tag)
     saved = torch.load(module_file, map_location="cpu", weights_only=True)
     state = dict(saved.get("module") or {})
-    # zero_to_fp32 prints its progress ("Processing zero checkpoint ..."): not the user's
-    with contextlib.redirect_stdout(io.StringIO()):
-        state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag))
+    # ZeRO stage 0 in fp32 (configs/cpu.yaml) writes no optimiser shards: its module state is
+    # the fp32 weights; bf16 keeps fp32 masters in shards even at stage 0
+    if any((ckpt_dir / tag).glob("*zero_pp_rank_*_optim_states.pt")):
+        # zero_to_fp32 prints its progress ("Processing zero checkpoint ..."): not the user's
+        with contextlib.redirect_stdout(io.StringIO()):
+            state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag))
     if not state:
         raise ValueError(f"{ckpt_dir}: the checkpoint holds no weights")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}

@@ -226,6 +226,9 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         aux_loss.backward()
         _average_grads(aux_params, world)
         aux_optimizer.step()
+        # ZeRO stage 0 clips every module parameter that holds a gradient: the quantiles' own
+        # must not linger into the next step's norm
+        aux_optimizer.zero_grad(set_to_none=True)
         step += 1
         metrics = {k: v.detach().item() for k, v in out.items()}
         metrics |= {"aux_loss": aux_loss.detach().item(), "lr": lr}

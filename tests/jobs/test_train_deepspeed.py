@@ -147,3 +147,29 @@ def test_launcher_without_tracking_fine_tunes_from_a_checkpoint(tmp_path, shards
     config.write_text(CONFIG.replace("lr: 1.0e-3", f"init_from: {tmp_path / 'nope.pt'}"))
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "no such checkpoint" in proc.stdout + proc.stderr
+
+
+def test_zero_stage_0_trains_and_registers_its_weights(tmp_path, shards, ucm_dir) -> None:
+    """The CPU recipe's ZeRO stage 0 (no optimiser shards in its checkpoints): the model
+    registered is the one trained, and it codes."""
+    import torch
+
+    config = tmp_path / "z0.yaml"
+    config.write_text(CONFIG + "deepspeed: {zero_stage: 0}\n")
+    out = tmp_path / "runs"
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--module"]
+    cmd += ["jobs.train_deepspeed", "--config", str(config), "--shards", str(shards)]
+    cmd += ["--steps", "3", "--out", str(out), "--no-tracking"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    tag = out / "lambda_256" / "deepspeed" / "step00000003"
+    assert not list(tag.glob("*zero_pp_rank*"))  # stage 0 indeed: no optimiser shards
+    saved = torch.load(tag / "mp_rank_00_model_states.pt", weights_only=True)["module"]
+    model = load_checkpoint(out / "lambda_256" / "model.pt")
+    # the weights, quantiles included (the coding tables are built at registration)
+    params = dict(model.named_parameters())
+    assert params.keys() <= saved.keys()
+    assert all(torch.equal(p, saved[k]) for k, p in params.items())
+    codec = ImageCodec(model)
+    x = read_image(list_images(ucm_dir)[0])
+    assert codec.decode(codec.encode(x)).shape == x.shape

@@ -15,12 +15,12 @@ from jobs.training.consolidate import consolidate
 from ltchm.paths import REPO_ROOT
 from tests.processes import free_port
 
-# a real DeepSpeed engine (ZeRO 1, CPU, gloo, one rank) saves a checkpoint of a small model
+# a real DeepSpeed engine (ZeRO stage argv[3], CPU, gloo, one rank) saves a checkpoint
 _SAVE = """
 import sys, torch, deepspeed
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-cfg = {"train_batch_size": 1, "zero_optimization": {"stage": 1},
+cfg = {"train_batch_size": 1, "zero_optimization": {"stage": int(sys.argv[3])},
        "optimizer": {"type": "Adam", "params": {"lr": 1e-3, "torch_adam": True}}}
 engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
 loss = engine(torch.randn(1, 4)).sum()
@@ -31,15 +31,18 @@ torch.save({k: v.detach().clone() for k, v in engine.module.state_dict().items()
 """
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="module", params=[0, 1], ids=["zero0", "zero1"])
+def checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ds")
     env = {
         **os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
         "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
     }  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", _SAVE, str(root / "ckpt"), str(root / "expected.pt")],
+        [sys.executable, "-c", _SAVE, str(root / "ckpt"), str(root / "expected.pt"),
+         str(request.param)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
