@@ -17,7 +17,7 @@ Reported:
   the largest relative difference over the first 10 steps (same start: should be ~0); with
   several ``--seeds``, their paired difference and its standard error. The two loops part
   by chaos from a last-bit difference in gradient clipping; ``--clip deepspeed`` gives the
-  bare loop DeepSpeed's clipping arithmetic, and the curves agree bit for bit far longer;
+  bare loop DeepSpeed's clipping arithmetic, and the curves agree bit for bit (200 steps);
 * time from ``ltchm train`` (process start) to the end of its first step, with the
   environment's DeepSpeed extension folder (``jobs/training/dsops.py``) and, for reference,
   with an empty one (what every run paid before: a JIT build of DeepSpeed's CPU op).
