@@ -178,10 +178,7 @@ def main() -> int:
         print(f"| step time, {name} of steps {s + 1}-{args.steps}, all seeds (s) "
               f"| {tp:.4g} | {tb:.4g} | {tp / tb:.3f} |")  # fmt: skip
     for seed, pr, br in runs:
-        tp, tb = (
-            statistics.median(pr["seconds_per_step"][s:]),
-            statistics.median(br["seconds_per_step"][s:]),
-        )
+        tp, tb = (statistics.median(r["seconds_per_step"][s:]) for r in (pr, br))
         lp, lb = _last50(pr), _last50(br)
         print(f"| seed {seed}: step time, median (s) | {tp:.4g} | {tb:.4g} | {tp / tb:.3f} |")
         print(f"| seed {seed}: mean of the last 50 losses | {lp:.4g} | {lb:.4g} | {lp / lb:.3f} |")

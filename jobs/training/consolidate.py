@@ -52,8 +52,8 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
 
     DeepSpeed's ``zero_to_fp32`` rebuilds every parameter its optimiser holds from the fp32
     master copies (sharded under ZeRO; an fp32 run at stage 0 saves its weights whole);
-    parameters it does not hold (the entropy bottleneck's
-    quantiles, trained by their own optimiser) and buffers come from the saved module state.
+    parameters it does not hold (the entropy bottleneck's quantiles, trained by their own
+    optimiser) and buffers come from the saved module state.
     """
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

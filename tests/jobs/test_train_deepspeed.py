@@ -113,6 +113,13 @@ def test_launcher_bad_input_stops_every_rank_with_a_clear_error(tmp_path) -> Non
     assert "shards not found" in proc.stdout + proc.stderr
 
 
+def _one_rank_untracked(config: Path, shards: Path, out: Path, steps: int) -> list[str]:
+    """The launcher command for one local rank without MLflow."""
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--module"]
+    cmd += ["jobs.train_deepspeed", "--config", str(config), "--shards", str(shards)]
+    return [*cmd, "--steps", str(steps), "--out", str(out), "--no-tracking"]
+
+
 def test_launcher_without_tracking_fine_tunes_from_a_checkpoint(tmp_path, shards) -> None:
     """``train.init_from``: a rate point starts from another model's weights (here with a
     learning rate too small to move them, so the result must be those weights)."""
@@ -132,9 +139,7 @@ def test_launcher_without_tracking_fine_tunes_from_a_checkpoint(tmp_path, shards
         ).replace("checkpoint_every: 3", "checkpoint_every: 2")
     )
     out = tmp_path / "runs"
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--module"]
-    cmd += ["jobs.train_deepspeed", "--config", str(config), "--shards", str(shards)]
-    cmd += ["--steps", "2", "--out", str(out), "--no-tracking"]
+    cmd = _one_rank_untracked(config, shards, out, steps=2)
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     tuned = load_checkpoint(out / "lambda_256" / "model.pt")
@@ -157,9 +162,7 @@ def test_zero_stage_0_trains_and_registers_its_weights(tmp_path, shards, ucm_dir
     config = tmp_path / "z0.yaml"
     config.write_text(CONFIG + "deepspeed: {zero_stage: 0}\n")
     out = tmp_path / "runs"
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--module"]
-    cmd += ["jobs.train_deepspeed", "--config", str(config), "--shards", str(shards)]
-    cmd += ["--steps", "3", "--out", str(out), "--no-tracking"]
+    cmd = _one_rank_untracked(config, shards, out, steps=3)
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     tag = out / "lambda_256" / "deepspeed" / "step00000003"
