@@ -46,7 +46,9 @@ class JsonlLogger:
 
 def _all_finite(t: torch.Tensor) -> bool:
     """Whether ``t`` is finite on every rank (all ranks must stop together)."""
-    flag = torch.tensor([1.0 if bool(torch.isfinite(t).all()) else 0.0])
+    # NCCL reduces CUDA tensors only (the first GPU run stopped on a CPU flag here)
+    device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else None
+    flag = torch.tensor([1.0 if bool(torch.isfinite(t).all()) else 0.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() == 1.0)
 
@@ -70,6 +72,10 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
 
 def _gloo() -> bool:
     return dist.get_backend() == "gloo"
+
+
+def _nccl() -> bool:
+    return dist.get_backend() == "nccl"
 
 
 def _save_checkpoint(

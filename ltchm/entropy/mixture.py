@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
-from compressai.ops import LowerBound
+from compressai.ops.bound_ops import LowerBoundFunction
 from torch import Tensor
 
 __all__ = ["LIKELIHOOD_BOUND", "SCALE_BOUND", "MixtureParams", "mixture_likelihood", "split_params"]
@@ -49,8 +49,13 @@ def _laplace_cdf(x: Tensor) -> Tensor:
 
 _CDF = {"gaussian": _gaussian_cdf, "laplace": _laplace_cdf}
 
-_scale_bound = LowerBound(SCALE_BOUND)
-_likelihood_bound = LowerBound(LIKELIHOOD_BOUND)
+
+def _lower_bound(x: Tensor, bound: float) -> Tensor:
+    """CompressAI's LowerBound (its gradient lets values below the bound rise) with the bound
+    on ``x``'s device: a module-level LowerBound keeps its buffer on the CPU, and the first
+    GPU run failed on it (scripts/gpu_check.sh)."""
+    out: Tensor = LowerBoundFunction.apply(x, torch.tensor([bound], dtype=x.dtype, device=x.device))
+    return out
 
 
 def mixture_likelihood(y: Tensor, params: MixtureParams, family: Family = "gaussian") -> Tensor:
@@ -61,9 +66,9 @@ def mixture_likelihood(y: Tensor, params: MixtureParams, family: Family = "gauss
     params = MixtureParams(*(t.float() for t in params))
     cdf = _CDF[family]
     weights = params.logits.softmax(dim=1)
-    scales = _scale_bound(params.scales)
+    scales = _lower_bound(params.scales, SCALE_BOUND)
     # Evaluate on the lower tail, |y - mu| mirrored, for precision far from the mean.
     v = (y.unsqueeze(1) - params.means).abs()
     p = cdf((0.5 - v) / scales) - cdf((-0.5 - v) / scales)
-    likelihood: Tensor = _likelihood_bound((weights * p).sum(dim=1))
+    likelihood: Tensor = _lower_bound((weights * p).sum(dim=1), LIKELIHOOD_BOUND)
     return likelihood
