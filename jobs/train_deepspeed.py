@@ -165,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         plan = TrainingPlan(info["uri"], Path(info["shards"]), out, info["parent"], [])
         close_plan(plan, outcomes)
         code = report(outcomes)
-    flag = torch.tensor([code])
-    dist.broadcast(flag, src=0)
+    # an object, not a CPU tensor, which NCCL refuses (the first GPU run exited 1 here)
+    flag = [code]
+    dist.broadcast_object_list(flag, src=0)
     dist.destroy_process_group()
-    return int(flag.item())
+    return int(flag[0])
 
 
 if __name__ == "__main__":

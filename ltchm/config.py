@@ -134,7 +134,11 @@ class DeepSpeedConfig(_Section):
     """DeepSpeed settings; ``extra`` is merged verbatim into the generated ds_config."""
 
     zero_stage: int = Field(1, ge=0, le=3)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 on GPUs, fp32 on CPUs; bf16 is torch.autocast over float32 "
+        "weights (GDN and the entropy models stay float32)",
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

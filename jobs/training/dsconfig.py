@@ -28,7 +28,8 @@ def deepspeed_config(cfg: Config, world_size: int, use_gpu: bool) -> dict[str, A
 
     ``train.batch_size`` is the global batch (the paper's 8); each rank takes an equal share.
     The optimiser is Adam; ``torch_adam`` selects PyTorch's implementation, which runs on CPUs
-    and GPUs alike without building DeepSpeed's fused kernels. The entropy bottleneck's
+    and GPUs alike without building DeepSpeed's fused kernels. bf16 is mixed precision:
+    ``torch.autocast`` with float32 weights, gradients and optimiser state. The entropy bottleneck's
     quantiles are not given to DeepSpeed: they have their own optimiser (``jobs.training``).
     """
     if cfg.train.batch_size % world_size:
@@ -37,8 +38,6 @@ def deepspeed_config(cfg: Config, world_size: int, use_gpu: bool) -> dict[str, A
         )
     micro = cfg.train.batch_size // world_size
     prec = precision(cfg, use_gpu)
-    if prec == "bf16" and not use_gpu:
-        raise ValueError("deepspeed.precision bf16 needs GPUs (train.use_gpu: true)")
     ds: dict[str, Any] = {
         "train_batch_size": micro * world_size,
         "train_micro_batch_size_per_gpu": micro,
@@ -55,7 +54,11 @@ def deepspeed_config(cfg: Config, world_size: int, use_gpu: bool) -> dict[str, A
         },
         "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
         "gradient_clipping": cfg.train.clip_grad_norm or 0.0,
-        "bf16": {"enabled": prec == "bf16"},
+        # bf16 as autocast over float32 weights: DeepSpeed's "bf16" mode casts the weights
+        # themselves, which CompressAI's GDN, BatchNorm's statistics and the quantiles' own
+        # optimiser do not survive (ltchm.layers.precision says how)
+        "torch_autocast": {"enabled": prec == "bf16", "dtype": "bfloat16"},
+        "bf16": {"enabled": False},
         "fp16": {"enabled": False},
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,

@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from jobs.training.session import Session
 from ltchm.config import config_from_dict
+from ltchm.layers.precision import keep_in_float32
 from ltchm.losses import RateDistortionLoss
 from ltchm.optim import learning_rate, split_parameters
 from ltchm.zoo import model_from_config
@@ -146,6 +147,8 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         config=loop["ds_config"],
         dist_init_required=False,  # Ray Train or the launcher set up torch.distributed
     )
+    if engine.torch_autocast_enabled():  # bf16: convolutions in bf16, these in float32
+        keep_in_float32(engine.module)
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.train.aux_lr)
     criterion = RateDistortionLoss(cfg.loss.lmbda, cfg.loss.metric)
 
@@ -216,12 +219,10 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         except ShardError as exc:  # one line naming the shard, not a worker's traceback
             raise ShardError(shard_message(exc)) from None
         x = x.to(device, non_blocking=True)
-        if engine.bfloat16_enabled():
-            x = x.to(torch.bfloat16)
         lr = learning_rate(cfg.train, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        out = criterion(engine(x), x.float())
+        out = criterion(engine(x), x)
         if not _all_finite(out["loss"].detach().float().cpu()):
             status.update(nan_at_step=step + 1, non_finite="loss")
             break
