@@ -63,8 +63,8 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     _vet(ckpt_dir / tag)
     saved = torch.load(module_file, map_location="cpu", weights_only=True)
     state = dict(saved.get("module") or {})
-    # ZeRO stage 0 in fp32 (configs/cpu.yaml) writes no optimiser shards: its module state is
-    # the fp32 weights; bf16 keeps fp32 masters in shards even at stage 0
+    # ZeRO stage 0 (configs/cpu.yaml) writes no optimiser shards: its module state is the fp32
+    # weights (bf16 too, being autocast over fp32 weights); stages >= 1 keep them in shards
     if any((ckpt_dir / tag).glob("*zero_pp_rank_*_optim_states.pt")):
         # zero_to_fp32 prints its progress ("Processing zero checkpoint ..."): not the user's
         with contextlib.redirect_stdout(io.StringIO()):

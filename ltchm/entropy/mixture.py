@@ -60,8 +60,8 @@ def _lower_bound(x: Tensor, bound: float) -> Tensor:
 
 def mixture_likelihood(y: Tensor, params: MixtureParams, family: Family = "gaussian") -> Tensor:
     """Likelihood of each element of ``y`` (B, N, H, W) under the discretised mixture."""
-    # In float32 even when the network runs in bf16 (DeepSpeed's bf16 mode): 8-bit mantissas
-    # would round the tail masses, and with them the rate, far too coarsely.
+    # In float32 even when the network runs in bf16 (autocast, ltchm.layers.precision): 8-bit
+    # mantissas would round the tail masses, and with them the rate, far too coarsely.
     y = y.float()
     params = MixtureParams(*(t.float() for t in params))
     cdf = _CDF[family]
