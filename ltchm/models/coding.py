@@ -28,6 +28,9 @@ class ReproducibleCodingModel(CompressionModel):
     """
 
     stride: int
+    serial_decoding_on_cpu: bool = True
+    """On a GPU, run the autoregressive decoder's serial steps on the CPU (same arithmetic,
+    same result; :func:`ltchm.entropy.latent.serial_steps_on_cpu` says why)."""
 
     def __init__(self) -> None:
         super().__init__()

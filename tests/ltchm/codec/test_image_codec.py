@@ -130,6 +130,9 @@ def test_cpu_encode_gpu_decode_and_back(checkpoints, dev_images) -> None:
         a, b = cpu.encode(x), gpu.encode(x)
         assert torch.equal(_y_of(gpu, a).cpu(), _y_of(cpu, a))
         assert torch.equal(_y_of(cpu, b), _y_of(gpu, b).cpu())
+        # the serial steps on the GPU itself (not the CPU copy) decode the same
+        gpu.model.serial_decoding_on_cpu = False
+        assert torch.equal(_y_of(gpu, a).cpu(), _y_of(cpu, a))
 
 
 def test_corruption_is_a_clear_error(model, dev_images) -> None:
