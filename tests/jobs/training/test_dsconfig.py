@@ -21,7 +21,9 @@ def test_auto_is_bf16_on_gpus_and_fp32_on_cpus() -> None:
 @pytest.mark.parametrize("use_gpu", [True, False])
 def test_bf16_is_autocast_over_float32_weights(use_gpu: bool) -> None:
     ds = deepspeed_config(_cfg(precision="bf16"), 2, use_gpu)
-    assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    auto = ds["torch_autocast"]
+    assert auto["enabled"] is True and auto["dtype"] == "bfloat16"
+    assert auto["lower_precision_safe_modules"] == []  # gradients all-reduced in float32
     # DeepSpeed's own bf16 mode would cast the weights (GDN and BatchNorm do not survive it)
     assert ds["bf16"]["enabled"] is False and ds["fp16"]["enabled"] is False
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["train_batch_size"] == 8
