@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = bf16.get("model") or model_path
     if bf16.get("images_per_s") and fp32.get("images_per_s"):
         report["bf16_speedup_over_fp32"] = bf16["images_per_s"] / fp32["images_per_s"]
+    report["paper_recipe_hours"] = paper_recipe_hours(report)
     _save(args.out, report)
     _plot(bf16, args.out / "gpu_check_loss.png")
 
@@ -317,6 +318,26 @@ def main(argv: list[str] | None = None) -> int:
         "codec": coding}, indent=1))  # fmt: skip
     print(f"wrote {args.out / 'gpu_check.json'}")
     return 0 if ok else 1
+
+
+PAPER_IMAGES_PER_LAMBDA = 200_000 * 8  # the paper's recipe: 200k steps of batch 8
+
+
+def paper_recipe_hours(report: dict[str, Any]) -> dict[str, Any]:
+    """The paper's recipe (six λ) in hours at each precision's measured images/s: one λ on
+    one GPU, six λ on one GPU, and six λ on 8 GPUs taking one λ each (the rate points are
+    independent runs). Only meaningful for the shape the check trained (N = 192, 256², 8)."""
+    out: dict[str, Any] = {}
+    for precision in ("fp32", "bf16"):
+        rate = report.get(f"train_{precision}", {}).get("images_per_s")
+        if rate:
+            one = PAPER_IMAGES_PER_LAMBDA / rate / 3600
+            out[precision] = {
+                "one_lambda_one_gpu": round(one, 1),
+                "six_lambdas_one_gpu": round(6 * one, 1),
+                "six_lambdas_eight_gpus_one_each": round(one, 1),
+            }
+    return out
 
 
 def _plot(run: dict[str, Any], path: Path) -> None:

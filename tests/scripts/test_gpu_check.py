@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -34,6 +35,8 @@ def test_cpu_mode_trains_under_the_launcher_codes_and_reports(tmp_path, ucm_dir)
     assert bf16["exit_code"] == 0 and [s for s, _ in bf16["loss"]] == [1, 2, 3]
     assert all(math.isfinite(v) for _, v in bf16["loss"] + bf16["bpp"])
     assert Path(bf16["model"]).is_file() and report["codec"]["model"] == bf16["model"]
+    hours = report["paper_recipe_hours"]
+    assert set(hours) == {"fp32", "bf16"} and hours["bf16"]["six_lambdas_one_gpu"] > 0
     for context in ("autoregressive", "checkerboard"):
         row = report["codec"][context]
         assert row["gpu_encoded_cpu_decoded_latents_identical"] is True
@@ -51,3 +54,19 @@ def test_without_shards_it_says_how_to_make_them(tmp_path) -> None:
     cmd += ["--shards", str(tmp_path / "none")]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "scripts/gpu_bundle.sh" in proc.stderr
+
+
+def test_the_paper_recipe_hours_from_a_measured_rate() -> None:
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "scripts/gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    # the first H200 run: fp32 at 40.3 images/s; 1.6 M images per λ
+    hours = check.paper_recipe_hours({"train_fp32": {"images_per_s": 40.3}, "train_bf16": {}})
+    assert hours == {
+        "fp32": {
+            "one_lambda_one_gpu": 11.0,
+            "six_lambdas_one_gpu": 66.2,
+            "six_lambdas_eight_gpus_one_each": 11.0,
+        }
+    }
