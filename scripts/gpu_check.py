@@ -177,7 +177,7 @@ def codec(args: argparse.Namespace, model_path: str | None, device: str) -> dict
         model.load_state_dict(weights, strict=False)
         model = prepare_for_coding(model, force=True)
         enc = ImageCodec(model, device=device)
-        files = []
+        files, decoded = [], []
         enc.encode(images[0])  # warm-up: kernels, allocator, tables on the device
         enc.decode(enc.encode(images[0]))
         t_enc, t_dec = [], []
@@ -187,7 +187,7 @@ def codec(args: argparse.Namespace, model_path: str | None, device: str) -> dict
             data = enc.encode(x)
             _sync(device)
             t1 = time.perf_counter()
-            enc.decode(data)
+            decoded.append(enc.decode(data))
             _sync(device)
             t_enc.append(t1 - t0)
             t_dec.append(time.perf_counter() - t1)
@@ -202,15 +202,12 @@ def codec(args: argparse.Namespace, model_path: str | None, device: str) -> dict
             # GPU run's way): which is faster, and the same images either way
             enc.model.serial_decoding_on_cpu = False
             t_dev, same = [], True
-            for data in files:
+            for data, image in zip(files, decoded, strict=True):
                 _sync(device)
                 t0 = time.perf_counter()
-                y = enc.decode(data)
+                same &= bool(torch.equal(enc.decode(data), image))
                 _sync(device)
                 t_dev.append(time.perf_counter() - t0)
-                enc.model.serial_decoding_on_cpu = True
-                same &= bool(torch.equal(y, enc.decode(data)))
-                enc.model.serial_decoding_on_cpu = False
             enc.model.serial_decoding_on_cpu = True
             row["decode_ms_median_serial_steps_on_device"] = 1000 * statistics.median(t_dev)
             row["serial_steps_on_cpu_or_device_same_images"] = same

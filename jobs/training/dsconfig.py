@@ -29,8 +29,9 @@ def deepspeed_config(cfg: Config, world_size: int, use_gpu: bool) -> dict[str, A
     ``train.batch_size`` is the global batch (the paper's 8); each rank takes an equal share.
     The optimiser is Adam; ``torch_adam`` selects PyTorch's implementation, which runs on CPUs
     and GPUs alike without building DeepSpeed's fused kernels. bf16 is mixed precision:
-    ``torch.autocast`` with float32 weights, gradients and optimiser state. The entropy bottleneck's
-    quantiles are not given to DeepSpeed: they have their own optimiser (``jobs.training``).
+    ``torch.autocast`` with float32 weights, gradients and optimiser state. The entropy
+    bottleneck's quantiles are not given to DeepSpeed: they have their own optimiser
+    (``jobs.training``).
     """
     if cfg.train.batch_size % world_size:
         raise ValueError(
@@ -56,9 +57,9 @@ def deepspeed_config(cfg: Config, world_size: int, use_gpu: bool) -> dict[str, A
         "gradient_clipping": cfg.train.clip_grad_norm or 0.0,
         # bf16 as autocast over float32 weights: DeepSpeed's "bf16" mode casts the weights
         # themselves, which CompressAI's GDN, BatchNorm's statistics and the quantiles' own
-        # optimiser do not survive (ltchm.layers.precision says how)
-        # ... and gradients all-reduced in float32 (autocast's default would reduce those of
-        # convolutions in bf16): tens of MB per step for these models, summed as fp32 sums
+        # optimiser do not survive (ltchm.layers.precision says how). No module is "lower
+        # precision safe", so gradients are all-reduced in float32, not bf16 as autocast's
+        # default would: tens of MB per step for these models.
         "torch_autocast": {
             "enabled": prec == "bf16",
             "dtype": "bfloat16",

@@ -223,7 +223,7 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         out = criterion(engine(x), x)
-        if not _all_finite(out["loss"].detach().float().cpu()):
+        if not _all_finite(out["loss"].detach()):
             status.update(nan_at_step=step + 1, non_finite="loss")
             break
         engine.backward(out["loss"])

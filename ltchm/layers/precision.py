@@ -33,31 +33,31 @@ __all__ = ["FLOAT32_MODULES", "keep_in_float32"]
 FLOAT32_MODULES: tuple[type[nn.Module], ...] = (GDN, EntropyModel)
 """Module types :func:`keep_in_float32` runs in float32 (subclasses included)."""
 
-# contexts entered by the pre-hooks, closed by the post-hooks in reverse order: module calls
-# nest, and a hook pair cannot share a ``with`` block
-_open = threading.local()
+
+class _Islands(threading.local):
+    """Per thread, the float32 contexts the pre-hooks entered, closed by the post-hooks in
+    reverse order: module calls nest, and a hook pair cannot share a ``with`` block."""
+
+    def __init__(self) -> None:
+        self.stack: list[ExitStack | None] = []
 
 
-def _stack() -> list[ExitStack | None]:
-    if not hasattr(_open, "stack"):
-        _open.stack = []
-    stack: list[ExitStack | None] = _open.stack
-    return stack
+_islands = _Islands()
 
 
 def _enter_float32(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     x = next((a for a in args if isinstance(a, Tensor)), None)
     if x is None or not torch.is_autocast_enabled(x.device.type):
-        _stack().append(None)
+        _islands.stack.append(None)
         return None
     island = ExitStack()
     island.enter_context(torch.autocast(x.device.type, enabled=False))
-    _stack().append(island)
+    _islands.stack.append(island)
     return tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
 
 
 def _leave_float32(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-    stack = _stack()
+    stack = _islands.stack
     island = stack.pop() if stack else None
     if island is not None:
         island.close()
