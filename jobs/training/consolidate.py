@@ -13,6 +13,10 @@ from torch import Tensor
 __all__ = ["consolidate"]
 
 _VET_LOCK = threading.Lock()
+# redirect_stdout swaps the process's sys.stdout: rate points finishing in parallel threads
+# (ltchm train --lambdas all) interleaved their swaps, and the last restore could leave
+# sys.stdout on a discarded buffer (the demo's summary vanished once in the suite)
+_QUIET_LOCK = threading.Lock()
 
 
 def _tag(ckpt_dir: Path) -> str:
@@ -67,7 +71,7 @@ def consolidate(ckpt_dir: str | Path) -> dict[str, Tensor]:
     # weights (bf16 too, being autocast over fp32 weights); stages >= 1 keep them in shards
     if any((ckpt_dir / tag).glob("*zero_pp_rank_*_optim_states.pt")):
         # zero_to_fp32 prints its progress ("Processing zero checkpoint ..."): not the user's
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _QUIET_LOCK, contextlib.redirect_stdout(io.StringIO()):
             state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag))
     if not state:
         raise ValueError(f"{ckpt_dir}: the checkpoint holds no weights")
