@@ -415,7 +415,11 @@ def ship(args: argparse.Namespace) -> int:
     dest = pretrained_dir() / args.name
     dest.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in sorted((work / "runs").glob("lambda_*/model.pt")):
+    paths = sorted((work / "runs").glob("lambda_*/model.pt"))
+    if not paths:
+        raise SystemExit(f"{work / 'runs'}: no trained models to ship")
+    arch = ""
+    for path in paths:
         target = dest / f"{path.parent.name}.pt"
         model = load_checkpoint(path)
         step = model.checkpoint_metadata.get("step")
@@ -425,11 +429,12 @@ def ship(args: argparse.Namespace) -> int:
         weights = save_checkpoint(model, target, lmbda=model.lmbda, half=True, metadata=meta)
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
         rows.append((model.lmbda, step, target, digest, weights))
+        arch = f"N = {model.N}, {model.context} context, K = {model.K} {model.mixture} mixture"
     size = sum(t.stat().st_size for _, _, t, _, _ in rows)
     rd = evaluate([r[2] for r in rows], _test_data(work / "shards"), work / "eval" / "shipped")
     shipped = {a: bd_against(rd, a) for a in CLASSICAL}
     shipped_points = sorted((r["bpp"], r["psnr"]) for r in rd if r["codec"] == "ltchm-cpu")
-    card = _model_card(args.name, work, series, rows, size, shipped, shipped_points)
+    card = _model_card(args.name, work, series, rows, size, shipped, shipped_points, arch)
     (dest / "MODEL_CARD.md").write_text(card)
     print(card)
     print(f"shipped {len(rows)} models ({size / 2**20:.1f} MiB) into {dest}")
@@ -444,6 +449,7 @@ def _model_card(
     size: int,
     shipped: dict[str, dict[str, Any]],
     points: list[tuple[float, float]],
+    arch: str,
 ) -> str:
     import yaml
 
@@ -476,11 +482,10 @@ def _model_card(
         "",
         "## Training",
         "",
-        "* Model: LTCHM (`ltchm`), N = 32, checkerboard context, K = 3 Gaussian mixture; loss "
-        "λ · MSE + bpp on images in [0, 1].",
+        f"* Model: LTCHM (`ltchm`), {arch}; loss λ · MSE + bpp on images in [0, 1].",
         "* Recipe: `configs/cpu.yaml` on top of `configs/lambda_<λ>.yaml`: batch 4 of 128² "
         "crops, Adam at 1e-3 after a 100-step warm-up, cosine decay to 1e-5, gradient norm "
-        "clipped at 1.0, DeepSpeed ZeRO-1 on one CPU worker through `ltchm train`.",
+        "clipped at 1.0, DeepSpeed on one CPU worker through `ltchm train`.",
         "* Schedule: "
         + (
             "λ = 512 first from a random start, then λ = 128 and λ = 2048 fine-tuned from it "
