@@ -180,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
     snap_steps = sorted(
         {int(p.stem.split("_")[1]) for p in (runs / f"lambda_{todo[0]}" / "snapshots").glob("*.pt")}
     )
+    # The final snapshot lands a few steps after the last periodic one when the steps are not
+    # a multiple of the interval; evaluating both gave a "last interval" slope over 2 steps.
+    snap_steps = [s for s in snap_steps if s == snap_steps[-1] or snap_steps[-1] - s >= every // 2]
     for step in snap_steps:
         models = [
             runs / f"lambda_{lm}" / "model.pt"
