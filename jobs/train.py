@@ -514,6 +514,7 @@ def configs_from_args(args: argparse.Namespace) -> list[Config]:
         "train.val_every": args.val_every,
         "train.init_from": str(args.init_from) if args.init_from else None,
         "train.use_gpu": True if args.gpu else None,
+        "train.compile": args.compile,
         "tracking.tracking_uri": args.tracking_uri,
         "tracking.experiment": args.experiment,
         "train.out": str(args.out) if args.out else None,
@@ -570,6 +571,12 @@ def build_parser(prog: str = "ltchm train", launcher: bool = False) -> argparse.
         help="start from this model's weights (checkpoint or models:/ URI): fine-tuning",
     )
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the training forward: faster steps after a few minutes of "
+        f"compilation {config_default('train.compile')}",
+    )
     add_tracking_uri(p)
     p.add_argument(
         "--experiment", help=f"MLflow experiment {config_default('tracking.experiment')}"

@@ -127,6 +127,12 @@ class TrainConfig(_Section):
         "steps, into {out}/lambda_{L}/snapshots/",
     )
     loader_workers: int = Field(2, ge=0)
+    compile: bool = Field(
+        False,
+        description="torch.compile (Inductor) the training forward of the model's compile "
+        "units (LTCHM: its DAMs): faster steps after a one-off compilation of a few minutes "
+        "(needs a C++ compiler on CPU workers); validation and coding stay eager",
+    )
     out: str = "runs"
 
 

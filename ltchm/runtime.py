@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import shutil
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["tune_allocator"]
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module first
+    import torch
+    from torch import nn
+
+__all__ = ["compile_for_training", "tune_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -34,3 +42,50 @@ def tune_allocator() -> bool:
         return False
     _tuned = bool(ok)
     return _tuned
+
+
+def compile_for_training(model: nn.Module, device: torch.device) -> list[str]:
+    """``torch.compile`` (Inductor) the training forward of ``model``'s compile units.
+
+    The units are the module types a model lists in ``compile_units`` (LTCHM: DAM, whose
+    IDConvs are some twenty small operations each, per-op overhead in eager mode); a model
+    with none of them (no such attribute, or an ablation without DAM) is compiled whole.
+    Only the training forward is compiled: in eval mode or without gradients (validation,
+    entropy coding) the eager forward runs, so images of every size never trigger a
+    recompilation and decoding stays exactly as without it.
+    Parameters and ``state_dict`` keys are untouched. The first step pays the compilation
+    (cached on disk for later processes). Returns the compiled modules' names.
+    """
+    if device.type == "cpu":
+        if not (os.environ.get("CXX") or any(map(shutil.which, ("g++", "c++", "clang++")))):
+            raise RuntimeError(
+                "train.compile on CPUs needs a C++ compiler (g++ or clang++, or $CXX) on "
+                "every worker: install one or set train.compile to false"
+            )
+        import torch._inductor.config as inductor_config
+
+        # Inductor would hand oneDNN channels-last activations; its 1x1 stride-2 convolution
+        # then computes weight gradients out of bounds when the input has fewer channels than
+        # its block (the 3-channel skip of the first residual block): heap corruption
+        # (uxlfoundation/oneDNN#6035, reproduced in eager mode here). Keep PyTorch's layouts.
+        inductor_config.layout_optimization = False
+    units = tuple(getattr(model, "compile_units", ()))
+    targets = [(n, m) for n, m in model.named_modules() if units and isinstance(m, units)]
+    for _, module in targets or [("", model)]:
+        _compile_training_forward(module)
+    return [n for n, _ in targets] or [type(model).__name__]
+
+
+def _compile_training_forward(module: nn.Module) -> None:
+    import torch
+
+    eager: Callable[..., Any] = module.forward
+    compiled = torch.compile(eager)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if module.training and torch.is_grad_enabled():
+            return compiled(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    # an instance attribute: nn.Module.__call__ finds it before the class's forward
+    module.forward = forward

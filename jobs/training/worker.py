@@ -140,6 +140,12 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         start = load_model(cfg.train.init_from)
         model.load_state_dict(start.state_dict())  # strict: the same architecture
         model.train()
+    if cfg.train.compile:
+        from ltchm.runtime import compile_for_training
+
+        compiled = compile_for_training(model, device)
+        if rank == 0:
+            print(f"train.compile: {len(compiled)} modules compile at the first step", flush=True)
     net_params, aux_params = split_parameters(model)
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model,

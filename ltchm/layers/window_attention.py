@@ -96,6 +96,8 @@ class WindowAttention(nn.Module):
         return bias.reshape(n, n, self.heads).permute(2, 0, 1)
 
     def masks(self, H: int, W: int, device: torch.device) -> tuple[Tensor, int]:
+        if torch.compiler.is_compiling():  # a traced constant: a cache would be a guard
+            return window_masks(H, W, self.window_size, self.shift, device)
         key = (H, W, str(device))
         if key not in self._mask_cache:
             self._mask_cache[key] = window_masks(H, W, self.window_size, self.shift, device)

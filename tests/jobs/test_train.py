@@ -435,6 +435,29 @@ def test_fdegcnet_trains_registers_and_codes(tmp_path, shards, ucm_dir, capsys) 
     assert read_image(png).shape == read_image(image).shape
 
 
+def test_compiled_training_validates_registers_and_codes(
+    tmp_path, shards, train_config, ucm_dir
+) -> None:
+    """``--compile``: the DAMs' training forward compiled (the first step waits for it),
+    validation in between, and a registered model that codes a real file."""
+    uri = _uri(tmp_path)
+    argv = ["train", "--config", str(train_config), "--shards", str(shards), "--workers", "1"]
+    argv += ["--steps", "4", "--val-every", "2", "--compile", "--tracking-uri", uri]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    client = MlflowClient(uri)
+    run = _run(client)
+    assert run.data.params["train.compile"] == "True"
+    losses = _history(client, run.info.run_id, "loss")
+    assert sorted(losses) == [1, 2, 3, 4] and all(map(math.isfinite, losses.values()))
+    assert sorted(_history(client, run.info.run_id, "val_psnr")) == [2, 4]
+    spec = "models:/ltchm-lambda512@candidate"
+    image = list_images(ucm_dir)[0]
+    ltc, png = tmp_path / "a.ltc", tmp_path / "a.png"
+    assert main(["encode", str(image), str(ltc), "--model", spec, "--tracking-uri", uri]) == 0
+    assert main(["decode", str(ltc), str(png), "--tracking-uri", uri]) == 0
+    assert read_image(png).shape == read_image(image).shape
+
+
 def test_run_params_name_only_the_keys_the_model_takes() -> None:
     from jobs.train import run_params
     from ltchm.config import load_config

@@ -141,3 +141,21 @@ def test_hpham_any_size(size: tuple[int, int]) -> None:
     assert torch.isfinite(x.grad).all()
     assert hp.stages[0].attn.shift == 0 and hp.stages[1].attn.shift == 2
     assert hp.stages[0].attn.heads == 1  # head dimension 32 on the 32-channel half
+
+
+def test_window_attention_traces_without_a_recompile_for_its_mask_cache() -> None:
+    """Under torch.compile the shifted-window masks are traced constants: the eager cache (a
+    dict filled on the first call) would otherwise fail a guard and recompile on the second."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    m = WindowAttention(32, window_size=4, head_dim=16, shift=2).eval()
+    x = torch.randn(1, 32, 8, 8)
+    counts = torch._dynamo.utils.counters["stats"]
+    torch._dynamo.reset()
+    before = counts["unique_graphs"]
+    traced = torch.compile(m, backend="eager")
+    with torch.no_grad():
+        first, second = traced(x), traced(x)
+    assert counts["unique_graphs"] - before == 1
+    assert torch.equal(first, second) and torch.equal(first, m(x))
