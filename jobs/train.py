@@ -482,7 +482,9 @@ def train(
 
     from jobs.training.progress import ProgressWatcher, RatePoint
 
-    points = [RatePoint(cfg.loss.lmbda, rid, cfg.train.steps) for cfg, rid in runs]
+    points = [
+        RatePoint(cfg.loss.lmbda, rid, cfg.train.steps, cfg.train.compile) for cfg, rid in runs
+    ]
     watcher = ProgressWatcher(uri, points) if progress else contextlib.nullcontext()
     with watcher, ThreadPoolExecutor(max_workers=parallel) as pool:
         outcomes = list(pool.map(one, runs))

@@ -1,4 +1,4 @@
-"""Process-wide runtime settings for CPU inference and training."""
+"""Process-wide runtime settings: the CPU allocator, and the compiled training forward."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ class RatePoint:
     lmbda: float
     run_id: str
     steps: int
+    compiling: bool = False  # train.compile: the first step waits for the compilation
 
 
 def _eta(seconds: float) -> str:
@@ -37,7 +38,8 @@ def progress_line(point: RatePoint, metrics: dict[str, float]) -> str:
     head = f"λ {point.lmbda:g}:"
     step = int(metrics.get("step", 0))
     if not step:
-        return f"{head} starting (workers, data, DeepSpeed)"
+        first = ", compilation: minutes" if point.compiling else ""
+        return f"{head} starting (workers, data, DeepSpeed{first})"
     parts = [f"{head} step {step}/{point.steps}"]
     if "loss" in metrics:
         parts.append(f"loss {metrics['loss']:.4g}")

@@ -20,6 +20,11 @@ def test_progress_line() -> None:
     )
     done = progress_line(point, {"step": 6000, "loss": 0.5, "seconds_per_step": 0.6})
     assert done.endswith("0.60 s/step")  # no ETA at the end
+    compiling = RatePoint(512.0, "r1", 6000, compiling=True)
+    assert progress_line(compiling, {}) == (
+        "λ 512: starting (workers, data, DeepSpeed, compilation: minutes)"
+    )
+    assert progress_line(compiling, {"step": 1}) == "λ 512: step 1/6000"
 
 
 def test_lines_in_a_log_only_when_they_change(tmp_path) -> None:
