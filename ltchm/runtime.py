@@ -71,9 +71,10 @@ def compile_for_training(model: nn.Module, device: torch.device) -> list[str]:
         inductor_config.layout_optimization = False
     units = tuple(getattr(model, "compile_units", ()))
     targets = [(n, m) for n, m in model.named_modules() if units and isinstance(m, units)]
-    for _, module in targets or [("", model)]:
+    targets = targets or [(type(model).__name__, model)]
+    for _, module in targets:
         _compile_training_forward(module)
-    return [n for n, _ in targets] or [type(model).__name__]
+    return [n for n, _ in targets]
 
 
 def _compile_training_forward(module: nn.Module) -> None:
