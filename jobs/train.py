@@ -239,11 +239,11 @@ def _finish_ray(
     """:func:`finish` for the result of a Ray Train run."""
     from mlflow import MlflowClient
 
-    from jobs.training.worker import NON_FINITE_TAG
+    from jobs.training.worker import STOPPED_TAG
 
     metrics = dict(result.metrics or {})
     if run_id:
-        stopped = MlflowClient(uri).get_run(run_id).data.tags.get(NON_FINITE_TAG)
+        stopped = MlflowClient(uri).get_run(run_id).data.tags.get(STOPPED_TAG)
         if stopped:
             metrics.update(json.loads(stopped))
     if result.checkpoint is None:
@@ -311,6 +311,14 @@ def finish(
         client = MlflowClient(uri)
     if error is not None:
         outcome = RunOutcome(lmbda, run_id, "failed", f"training failed: {failure_text(error)}")
+    elif "data_error" in metrics:
+        outcome = RunOutcome(
+            lmbda,
+            run_id,
+            "failed",
+            f"training failed: {metrics['data_error']}",
+            step=int(metrics.get("step", 0)),
+        )
     elif "nan_at_step" in metrics:
         good = ckpt_dir if ckpt_dir is not None else "none"
         outcome = RunOutcome(

@@ -34,6 +34,7 @@ from torch import Tensor
 from pipeline.shards import MANIFEST
 
 __all__ = [
+    "CorruptShardError",
     "RandomCropFlip",
     "ShardError",
     "iter_images",
@@ -45,6 +46,12 @@ __all__ = [
 
 class ShardError(RuntimeError):
     """A shard that cannot be read while training: names the shard (and sample) and why."""
+
+
+class CorruptShardError(ShardError):
+    """A shard whose bytes are at fault (not a tar, truncated, a sample that does not decode):
+    reading it again meets the same error, so a restart cannot help. An I/O error (a
+    connection reset, a missing mount) stays a plain :class:`ShardError`."""
 
 
 def shard_message(exc: BaseException) -> str:
@@ -63,7 +70,9 @@ def _shard_failed(exc: Exception) -> bool:
     # the handler: the url is the last of them
     url = exc.args[-1] if exc.args and isinstance(exc.args[-1], str) else "?"
     why = str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else ""
-    raise ShardError(
+    # tarfile's errors are not OSErrors: the bytes, not the way to them
+    kind = ShardError if isinstance(exc, OSError) else CorruptShardError
+    raise kind(
         f"shard {url} cannot be read: {type(exc).__name__}{': ' + why if why else ''}"
     ) from exc
 
@@ -75,7 +84,7 @@ def _decoded_image(sample: dict[str, Any]) -> np.ndarray:
     try:
         return _image(_DECODER(sample))
     except Exception as exc:
-        raise ShardError(
+        raise CorruptShardError(
             f"shard {sample.get('__url__', '?')}: sample {sample.get('__key__')!r} cannot be "
             f"decoded ({type(exc).__name__}: {exc})"
         ) from exc

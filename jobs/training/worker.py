@@ -16,11 +16,19 @@ from ltchm.layers.precision import keep_in_float32
 from ltchm.losses import RateDistortionLoss
 from ltchm.optim import learning_rate, split_parameters
 from ltchm.zoo import model_from_config
-from pipeline.loader import ShardError, iter_images, make_train_loader, shard_message
+from pipeline.loader import (
+    CorruptShardError,
+    ShardError,
+    iter_images,
+    make_train_loader,
+    shard_message,
+)
 
-__all__ = ["NON_FINITE_TAG", "train_loop", "train_loop_per_worker"]
+__all__ = ["STOPPED_TAG", "train_loop", "train_loop_per_worker"]
 
-NON_FINITE_TAG = "ltchm.non_finite"  # set on the MLflow run when training stops on NaN/inf
+# Set on the MLflow run when the workers stop the run themselves (non-finite values, a corrupt
+# shard): Ray Train keeps the metrics of checkpointed reports only, so the driver reads why here.
+STOPPED_TAG = "ltchm.stopped"
 
 
 class JsonlLogger:
@@ -52,6 +60,19 @@ def _all_finite(t: torch.Tensor) -> bool:
     flag = torch.tensor([1.0 if bool(torch.isfinite(t).all()) else 0.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() == 1.0)
+
+
+def _first_error(message: str) -> str:
+    """The first rank's ``message`` that is not empty, on every rank ("" when none is): all
+    ranks stop together, and rank 0, which logs, learns what another rank met."""
+    device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else None
+    flag = torch.tensor([0.0 if message else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if flag.item() == 1.0:
+        return ""
+    messages: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, message)
+    return str(next(m for m in messages if m))
 
 
 def _weights_flag(module: torch.nn.Module) -> torch.Tensor:
@@ -216,14 +237,23 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
     batches = iter(loader)
     t_last, step_last = time.perf_counter(), step
     while step < cfg.train.steps:
+        corrupt = ""
         try:
             try:
                 x = next(batches)
             except StopIteration:  # an epoch of the resampled stream is over
                 batches = iter(loader)
                 x = next(batches)
-        except ShardError as exc:  # one line naming the shard, not a worker's traceback
+        except CorruptShardError as exc:
+            # The same bytes fail again after a restart: stop the run here rather than raise
+            # into Ray Train's retries (max_failures worker-group restarts for nothing).
+            corrupt = shard_message(exc)
+        except ShardError as exc:  # I/O: a restart may read it; one line, not a traceback
             raise ShardError(shard_message(exc)) from None
+        corrupt = _first_error(corrupt)
+        if corrupt:
+            status.update(data_error=corrupt)
+            break
         x = x.to(device, non_blocking=True)
         lr = learning_rate(cfg.train, step)
         for group in optimizer.param_groups:
@@ -286,10 +316,9 @@ def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
         logger.flush()
     if monitor is not None:
         monitor.finish()
-    if "nan_at_step" in status:
-        # Ray Train keeps the metrics of checkpointed reports only, so the driver learns of
-        # the stop from the run's tags; the last good checkpoint stays the latest one.
+    if "nan_at_step" in status or "data_error" in status:
+        # the last good checkpoint stays the latest one
         if logger is not None and loop.get("run_id"):
-            logger.client.set_tag(loop["run_id"], NON_FINITE_TAG, json.dumps(status))
+            logger.client.set_tag(loop["run_id"], STOPPED_TAG, json.dumps(status))
         session.report(status)
     return status

@@ -5,7 +5,14 @@ import torch
 
 from jobs.preprocess import preprocess
 from ltchm.config import PreprocessConfig
-from pipeline.loader import RandomCropFlip, iter_images, make_train_loader, shard_urls
+from pipeline.loader import (
+    CorruptShardError,
+    RandomCropFlip,
+    ShardError,
+    iter_images,
+    make_train_loader,
+    shard_urls,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +133,18 @@ def test_verify_shards_checks_all_or_a_sample(tmp_path) -> None:
     first.write_bytes(bytes(first.stat().st_size))
     with pytest.raises(ValueError, match=f"{names[0]}: sha256 differs"):
         verify_shards(tmp_path, ("train",), checksums=False)
+
+
+def test_bytes_at_fault_are_told_apart_from_io_errors(train_dir, tmp_path) -> None:
+    """A junk shard fails the same way every time (CorruptShardError: training stops without
+    restarts); a shard that cannot be reached is a plain ShardError (a restart may read it)."""
+    url = shard_urls(train_dir)[0]
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(CorruptShardError, match=r"shard \S+junk\.tar cannot be read: ReadError"):
+        next(iter(make_train_loader([str(junk)], 2, 64, 4, 8, num_workers=0, seed=0)))
+    gone = str(tmp_path / "gone.tar")
+    with pytest.raises(ShardError, match=r"gone\.tar cannot be read: FileNotFoundError") as err:
+        next(iter(make_train_loader([gone], 2, 64, 4, 8, num_workers=0, seed=0)))
+    assert not isinstance(err.value, CorruptShardError)
+    assert next(iter(make_train_loader([url], 2, 64, 4, 8, num_workers=0, seed=0))).shape[0] == 2
