@@ -72,16 +72,16 @@ def dev_images(ucm_dir: Path) -> list[torch.Tensor]:
 def checkpoints(tmp_path_factory, dev_images) -> dict[str, Path]:
     """A small LTCHM (N=32) trained on the dev images, in both context modes.
 
-    Autoregressive: 200 steps from scratch; checkerboard: 100 more from those weights.
+    Autoregressive: 100 steps from scratch; checkerboard: 50 more from those weights.
     """
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     ar = get_model("ltchm", N=32, context="autoregressive")
-    quick_fit(ar, dev_images, steps=200, lmbda=512, patch=64, batch=4, lr=1e-3)
+    quick_fit(ar, dev_images, steps=100, lmbda=512, patch=64, batch=4, lr=1e-3)
     save_checkpoint(ar, root / "ar.pt", lmbda=512)
     cb = get_model("ltchm", N=32, context="checkerboard")
     state = {k: v for k, v in ar.state_dict().items() if not k.endswith(".mask")}
     cb.load_state_dict(state, strict=False)
-    quick_fit(cb, dev_images, steps=100, lmbda=512, patch=64, batch=4, lr=5e-4, seed=1)
+    quick_fit(cb, dev_images, steps=50, lmbda=512, patch=64, batch=4, lr=5e-4, seed=1)
     save_checkpoint(cb, root / "cb.pt", lmbda=512)
     return {"autoregressive": root / "ar.pt", "checkerboard": root / "cb.pt"}

@@ -109,108 +109,28 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in hist}
 
 
-def test_two_workers_killed_resumed_registered_and_coding(
+def test_two_workers_killed_while_checkpointing_resume_register_and_code(
     tmp_path, shards, train_config, ucm_dir, monkeypatch
 ) -> None:
-    """2 DeepSpeed ranks on a local Ray; a worker is SIGKILLed after the first checkpoint."""
-    uri = _uri(tmp_path)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "jobs.train", "--config", str(train_config)]
-    cmd += ["--shards", str(shards), "--workers", "2", "--steps", "40", "--tracking-uri", uri]
-    cmd += ["--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 900
-        while not _registered_checkpoints(out / "ray" / "lambda_512"):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.time() < deadline, "no checkpoint within 15 minutes"
-            time.sleep(0.5)
-        workers = []
-        while not workers:
-            workers = _train_workers(proc.pid)
-            time.sleep(0.2)
-        workers[-1].send_signal(signal.SIGKILL)
-        output = proc.communicate(timeout=900)[0].decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, output[-3000:]
-    assert "registered ltchm-lambda512 v1 @candidate" in output, output[-3000:]
-
-    client = MlflowClient(uri)
-    run = _run(client)
-    rid = run.info.run_id
-    assert run.info.status == "FINISHED"
-    assert run.data.params["train.workers"] == "2" and run.data.params["loss.lmbda"] == "512.0"
-    # the killed group restarted from a checkpoint (a multiple of 10) and went on to step 40
-    resumed = [v for k, v in run.data.tags.items() if k.startswith("resumed_from_step")]
-    assert resumed and all(int(v) % 10 == 0 and 0 < int(v) < 40 for v in resumed), run.data.tags
-    losses = _history(client, rid, "loss")
-    assert sorted(losses) == list(range(1, 41))
-    steps = [m.step for m in client.get_metric_history(rid, "loss")]
-    assert len(steps) == len(set(steps)), "a step logged twice after the restart"
-    # nothing but registered checkpoints left in Ray's storage
-    run_dir = out / "ray" / "lambda_512"
-    registered = {c["checkpoint_dir_name"] for c in _registered_checkpoints(run_dir)}
-    assert {p.name for p in run_dir.glob("checkpoint_*") if p.is_dir()} == registered
-    first, last = [losses[s] for s in range(1, 11)], [losses[s] for s in range(31, 41)]
-    assert sum(last) < 0.7 * sum(first), losses
-    for key in ("bpp", "mse", "aux_loss", "lr", "val_bpp", "val_psnr", "val_bpp_estimated"):
-        assert client.get_metric_history(rid, key), key
-    # seconds per step on every logged step; the time from the command to the first step
-    assert set(_history(client, rid, "seconds_per_step")) == set(range(1, 41))
-    (first_step,) = _history(client, rid, "time_to_first_step_s").values()
-    assert 1 < first_step < 900
-    # codec snapshots every 20 steps (the one of step 20 possibly rewritten after the resume)
-    snaps = sorted(p.name for p in (out / "lambda_512" / "snapshots").glob("*.pt"))
-    assert snaps == ["step_00000020.pt", "step_00000040.pt"], snaps
-    snap = load_model(str(out / "lambda_512" / "snapshots" / snaps[0]))
-    assert snap.checkpoint_metadata["step"] == 20
-    artifacts = {a.path for a in client.list_artifacts(rid)}
-    assert {"deepspeed_config.json", "config.json"} <= artifacts
-    ds = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=rid, artifact_path="deepspeed_config.json", tracking_uri=uri
-    )).read_text())  # fmt: skip
-    assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["optimizer"]["params"]["torch_adam"]
-    # DeepSpeed checkpoints went through Ray Train; the last ones are kept
-    ckpts = sorted((out / "ray" / "lambda_512").glob("checkpoint_*"))
-    assert ckpts and any((c / "latest").is_file() for c in ckpts)
-    # registered with the alias 'candidate'; loads from the registry and codes at once
-    version = client.get_model_version_by_alias("ltchm-lambda512", "candidate")
-    assert str(version.version) == "1" and version.tags["lmbda"] == "512"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    model = load_model("models:/ltchm-lambda512@candidate")
-    codec = ImageCodec(model)
-    x = read_image(list_images(ucm_dir)[0])
-    assert codec.decode(codec.encode(x)).shape == x.shape
-    assert codec.identity.weights_hash.startswith(version.tags["weights_hash"][:16])
-    # and the champion alias moves with 'ltchm promote'
-    assert main(["promote", "ltchm-lambda512", "1", "--tracking-uri", uri]) == 0
-    assert str(client.get_model_version_by_alias("ltchm-lambda512", "champion").version) == "1"
-    assert main(["promote", "ltchm-lambda512", "7", "--tracking-uri", uri]) == 1
-
-
-def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(
-    tmp_path, shards, train_config
-) -> None:
-    """The worker is SIGKILLed while its second checkpoint is being written (DeepSpeed's
-    files in the temporary folder Ray Train persists from, seen in the job's own TMPDIR):
-    the run resumes from the first checkpoint, logs no step twice, and leaves no checkpoint
-    folder that is not registered."""
+    """2 DeepSpeed ranks on a local Ray, SIGKILLed while their second checkpoint is being
+    written (DeepSpeed's files in the temporary folder Ray Train persists from, seen in the
+    job's own TMPDIR): the run resumes from the first checkpoint, never a torn one, logs no
+    step twice, leaves no checkpoint folder that is not registered, and registers a model
+    that codes."""
     uri = _uri(tmp_path)
     out = tmp_path / "out"
     # short: Ray puts its sockets under TMPDIR too (AF_UNIX paths are limited to 107 bytes)
     tmp = Path(tempfile.mkdtemp(prefix="ck", dir="/tmp"))
     cmd = [sys.executable, "-m", "jobs.train", "--config", str(train_config)]
-    cmd += ["--shards", str(shards), "--workers", "1", "--steps", "30", "--tracking-uri", uri]
+    cmd += ["--shards", str(shards), "--workers", "2", "--steps", "40", "--tracking-uri", uri]
     cmd += ["--out", str(out)]
     env = {**os.environ, "TMPDIR": str(tmp)}
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+    run_dir = out / "ray" / "lambda_512"
     try:
         deadline = time.time() + 900
-        run_dir = out / "ray" / "lambda_512"
         while not _registered_checkpoints(run_dir):
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.time() < deadline, "no checkpoint within 15 minutes"
@@ -233,15 +153,56 @@ def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_on
         shutil.rmtree(tmp, ignore_errors=True)
     assert killed and proc.returncode == 0, output[-3000:]
     assert "registered ltchm-lambda512 v1 @candidate" in output, output[-3000:]
+
     client = MlflowClient(uri)
     run = _run(client)
+    rid = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.workers"] == "2" and run.data.params["loss.lmbda"] == "512.0"
     resumed = [int(v) for k, v in run.data.tags.items() if k.startswith("resumed_from_step")]
     assert resumed == [10], run.data.tags  # the previous checkpoint, never a torn one
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-    assert sorted(set(steps)) == list(range(1, 31))
+    losses = _history(client, rid, "loss")
+    assert sorted(losses) == list(range(1, 41))
+    steps = [m.step for m in client.get_metric_history(rid, "loss")]
     assert len(steps) == len(set(steps)), "a step logged twice after the restart"
+    # nothing but registered checkpoints left in Ray's storage
     registered = {c["checkpoint_dir_name"] for c in _registered_checkpoints(run_dir)}
     assert {p.name for p in run_dir.glob("checkpoint_*") if p.is_dir()} == registered
+    first_losses, last = [losses[s] for s in range(1, 11)], [losses[s] for s in range(31, 41)]
+    assert sum(last) < 0.7 * sum(first_losses), losses
+    for key in ("bpp", "mse", "aux_loss", "lr", "val_bpp", "val_psnr", "val_bpp_estimated"):
+        assert client.get_metric_history(rid, key), key
+    # seconds per step on every logged step; the time from the command to the first step
+    assert set(_history(client, rid, "seconds_per_step")) == set(range(1, 41))
+    (first_step,) = _history(client, rid, "time_to_first_step_s").values()
+    assert 1 < first_step < 900
+    # codec snapshots every 20 steps (the one of step 20 rewritten after the resume)
+    snaps = sorted(p.name for p in (out / "lambda_512" / "snapshots").glob("*.pt"))
+    assert snaps == ["step_00000020.pt", "step_00000040.pt"], snaps
+    snap = load_model(str(out / "lambda_512" / "snapshots" / snaps[0]))
+    assert snap.checkpoint_metadata["step"] == 20
+    artifacts = {a.path for a in client.list_artifacts(rid)}
+    assert {"deepspeed_config.json", "config.json"} <= artifacts
+    ds = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=rid, artifact_path="deepspeed_config.json", tracking_uri=uri
+    )).read_text())  # fmt: skip
+    assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["optimizer"]["params"]["torch_adam"]
+    # DeepSpeed checkpoints went through Ray Train; the last ones are kept
+    ckpts = sorted(run_dir.glob("checkpoint_*"))
+    assert ckpts and any((c / "latest").is_file() for c in ckpts)
+    # registered with the alias 'candidate'; loads from the registry and codes at once
+    version = client.get_model_version_by_alias("ltchm-lambda512", "candidate")
+    assert str(version.version) == "1" and version.tags["lmbda"] == "512"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = load_model("models:/ltchm-lambda512@candidate")
+    codec = ImageCodec(model)
+    x = read_image(list_images(ucm_dir)[0])
+    assert codec.decode(codec.encode(x)).shape == x.shape
+    assert codec.identity.weights_hash.startswith(version.tags["weights_hash"][:16])
+    # and the champion alias moves with 'ltchm promote'
+    assert main(["promote", "ltchm-lambda512", "1", "--tracking-uri", uri]) == 0
+    assert str(client.get_model_version_by_alias("ltchm-lambda512", "champion").version) == "1"
+    assert main(["promote", "ltchm-lambda512", "7", "--tracking-uri", uri]) == 1
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, shards, train_config, capsys) -> None:
@@ -327,7 +288,9 @@ def test_one_store_from_preprocess_to_decode_in_a_fresh_folder(
     tmp_path, ucm_dir, monkeypatch, capsys
 ) -> None:
     """The README's sequence with no environment variable: every command finds the store
-    'ltchm train' registered into; a command that only reads never creates one."""
+    'ltchm train' registered into; a command that only reads never creates one. Trained with
+    ``--compile``: the DAMs' training forward compiled (the first step waits for it),
+    validation in between, and the registered model codes a real file."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TRAIN_YAML)
@@ -335,8 +298,14 @@ def test_one_store_from_preprocess_to_decode_in_a_fresh_folder(
     argv += ["--tile-size", "128", "--stride", "128", "--split-seed", "3"]
     assert main(argv) == 0
     argv = ["train", "--config", "tiny.yaml", "--shards", "shards", "--workers", "1"]
-    assert main([*argv, "--steps", "10", "--out", "runs"]) == 0
+    assert main([*argv, "--steps", "10", "--val-every", "5", "--compile", "--out", "runs"]) == 0
     assert (tmp_path / "mlruns.db").is_file()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = _run(client)
+    assert run.data.params["train.compile"] == "True"
+    losses = _history(client, run.info.run_id, "loss")
+    assert sorted(losses) == list(range(1, 11)) and all(map(math.isfinite, losses.values()))
+    assert sorted(_history(client, run.info.run_id, "val_psnr")) == [5, 10]
     # the live line of the rate point, fed by the worker's metrics, ends at its last step
     assert re.search(r"λ 512: step 10/10 \| loss [\d.]+ \| bpp [\d.]+", capsys.readouterr().err)
     assert main(["promote", "ltchm-lambda512", "1"]) == 0
@@ -389,7 +358,8 @@ def test_a_shard_failing_mid_run_stops_the_run_with_one_line_naming_it(
 ) -> None:
     """Checksums skipped (``data.verify_shards: false`` checks the first and last shard):
     the middle train shards are junk of the right size. The run stops at the first one read
-    with one line naming it, also from a DataLoader worker process."""
+    with one line naming it, also from a DataLoader worker process, and without restarting
+    the worker group (the same bytes would fail again)."""
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -410,6 +380,10 @@ def test_a_shard_failing_mid_run_stops_the_run_with_one_line_naming_it(
     assert re.search(r"training failed: shard \S+/train-\d+\.tar cannot be read: ReadError", line)
     assert any(name in line for name in train[1:-1]), line
     assert "Traceback" not in err, err[-3000:]
+    # the worker stopped the run itself: a corrupt shard is not worth Ray Train's restarts
+    run = _run(MlflowClient(_uri(tmp_path)))
+    assert run.info.status == "FAILED"
+    assert json.loads(run.data.tags["ltchm.stopped"])["data_error"] in line
 
 
 def test_fdegcnet_trains_registers_and_codes(tmp_path, shards, ucm_dir, capsys) -> None:
@@ -428,29 +402,6 @@ def test_fdegcnet_trains_registers_and_codes(tmp_path, shards, ucm_dir, capsys) 
     spec = "models:/fdegcnet-lambda512@candidate"
     model = load_model(spec, tracking_uri=uri)
     assert type(model).__name__ == "FDEGCNet" and model.N == 16
-    image = list_images(ucm_dir)[0]
-    ltc, png = tmp_path / "a.ltc", tmp_path / "a.png"
-    assert main(["encode", str(image), str(ltc), "--model", spec, "--tracking-uri", uri]) == 0
-    assert main(["decode", str(ltc), str(png), "--tracking-uri", uri]) == 0
-    assert read_image(png).shape == read_image(image).shape
-
-
-def test_compiled_training_validates_registers_and_codes(
-    tmp_path, shards, train_config, ucm_dir
-) -> None:
-    """``--compile``: the DAMs' training forward compiled (the first step waits for it),
-    validation in between, and a registered model that codes a real file."""
-    uri = _uri(tmp_path)
-    argv = ["train", "--config", str(train_config), "--shards", str(shards), "--workers", "1"]
-    argv += ["--steps", "4", "--val-every", "2", "--compile", "--tracking-uri", uri]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
-    client = MlflowClient(uri)
-    run = _run(client)
-    assert run.data.params["train.compile"] == "True"
-    losses = _history(client, run.info.run_id, "loss")
-    assert sorted(losses) == [1, 2, 3, 4] and all(map(math.isfinite, losses.values()))
-    assert sorted(_history(client, run.info.run_id, "val_psnr")) == [2, 4]
-    spec = "models:/ltchm-lambda512@candidate"
     image = list_images(ucm_dir)[0]
     ltc, png = tmp_path / "a.ltc", tmp_path / "a.png"
     assert main(["encode", str(image), str(ltc), "--model", spec, "--tracking-uri", uri]) == 0
