@@ -54,13 +54,13 @@ def wait_for(
         time.sleep(interval)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL it after 10 s."""
+def stop(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -106,8 +106,10 @@ def ray_nodes(logs: Path, cpus: Sequence[int]) -> Iterator[tuple[str, dict[str, 
             wait_for(lambda log=log: "block forever" in log.read_text(), proc, log.stem)
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
+        # `ray start --block` shuts down gracefully for over 10 s on SIGTERM (its runtime-env
+        # agent waits out a timeout); the jobs are done and the temp dir goes anyway
         for proc in reversed(procs):
-            stop(proc)
+            stop(proc, grace=2)
         shutil.rmtree(temp, ignore_errors=True)
 
 
