@@ -288,9 +288,8 @@ def test_one_store_from_preprocess_to_decode_in_a_fresh_folder(
     tmp_path, ucm_dir, monkeypatch, capsys
 ) -> None:
     """The README's sequence with no environment variable: every command finds the store
-    'ltchm train' registered into; a command that only reads never creates one. Trained with
-    ``--compile``: the DAMs' training forward compiled (the first step waits for it),
-    validation in between, and the registered model codes a real file."""
+    'ltchm train' registered into; a command that only reads never creates one. Validation
+    in between, and the registered model codes a real file."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TRAIN_YAML)
@@ -298,11 +297,10 @@ def test_one_store_from_preprocess_to_decode_in_a_fresh_folder(
     argv += ["--tile-size", "128", "--stride", "128", "--split-seed", "3"]
     assert main(argv) == 0
     argv = ["train", "--config", "tiny.yaml", "--shards", "shards", "--workers", "1"]
-    assert main([*argv, "--steps", "10", "--val-every", "5", "--compile", "--out", "runs"]) == 0
+    assert main([*argv, "--steps", "10", "--val-every", "5", "--out", "runs"]) == 0
     assert (tmp_path / "mlruns.db").is_file()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     run = _run(client)
-    assert run.data.params["train.compile"] == "True"
     losses = _history(client, run.info.run_id, "loss")
     assert sorted(losses) == list(range(1, 11)) and all(map(math.isfinite, losses.values()))
     assert sorted(_history(client, run.info.run_id, "val_psnr")) == [5, 10]
