@@ -127,7 +127,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
 
 def train_loop(loop: dict[str, Any], session: Session) -> dict[str, Any]:
-    """Train one rate point on this rank; return its final status (step, nan_at_step).
+    """Train one rate point on this rank; return its final status (step; nan_at_step or
+    data_error when the workers stopped the run).
 
     ``loop``: {"config": dumped Config, "shards": path, "tracking_uri", "run_id",
     "ds_config": dict, "use_gpu": bool, "validate": bool, "threads": torch threads (CPU),
