@@ -53,22 +53,24 @@ class JsonlLogger:
             self._pending = []
 
 
-def _all_finite(t: torch.Tensor) -> bool:
-    """Whether ``t`` is finite on every rank (all ranks must stop together)."""
+def _on_every_rank(ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (all ranks must stop together)."""
     # NCCL reduces CUDA tensors only (the first GPU run stopped on a CPU flag here)
     device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else None
-    flag = torch.tensor([1.0 if bool(torch.isfinite(t).all()) else 0.0], device=device)
+    flag = torch.tensor([1.0 if ok else 0.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() == 1.0)
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` is finite on every rank."""
+    return _on_every_rank(bool(torch.isfinite(t).all()))
 
 
 def _first_error(message: str) -> str:
     """The first rank's ``message`` that is not empty, on every rank ("" when none is): all
     ranks stop together, and rank 0, which logs, learns what another rank met."""
-    device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else None
-    flag = torch.tensor([0.0 if message else 1.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    if flag.item() == 1.0:
+    if _on_every_rank(not message):
         return ""
     messages: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(messages, message)
