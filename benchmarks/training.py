@@ -20,7 +20,9 @@ Reported:
   bare loop DeepSpeed's clipping arithmetic, and the curves agree bit for bit (200 steps);
 * time from ``ltchm train`` (process start) to the end of its first step, with the
   environment's DeepSpeed extension folder (``jobs/training/dsops.py``) and, for reference,
-  with an empty one (what every run paid before: a JIT build of DeepSpeed's CPU op).
+  with an empty one (what every run paid before: a JIT build of DeepSpeed's CPU op); and
+  from the end of its last step to its exit (validation, checkpoint, Ray Train's shutdown,
+  consolidation, registration).
 
     python benchmarks/training.py [--steps 200] [--seeds 0 1 2] [--out /tmp/ltchm-bench-training]
 """
@@ -104,11 +106,16 @@ def platform(config: Path, shards: Path, out: Path, ext_dir: Path | None) -> dic
         history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
         return [m.value for m in history]
 
+    per_step = series("seconds_per_step")
+    first = series("time_to_first_step_s")[0]
     return {
         "loss": series("loss"),
-        "seconds_per_step": series("seconds_per_step"),
-        "time_to_first_step_s": series("time_to_first_step_s")[0],
+        "seconds_per_step": per_step,
+        "time_to_first_step_s": first,
         "wall_s": wall,
+        # what the run costs after its last step: the final validation and checkpoint, Ray
+        # Train's shutdown of the worker group, consolidation, registration, the exit
+        "after_last_step_s": wall - first - sum(per_step[1:]),
     }
 
 
@@ -209,6 +216,9 @@ def main() -> int:
     if cold is not None:
         print(f"| an empty extension folder (DeepSpeed JIT-builds its CPU op) | "
               f"{cold['time_to_first_step_s']:.1f} |")  # fmt: skip
+    print("\n| ltchm train from the end of its last step to its exit | seconds |\n|---|---|")
+    for seed, pr, _ in runs:
+        print(f"| seed {seed} | {pr['after_last_step_s']:.1f} |")
     print(f"\nplatform wall time for {args.steps} steps, start to registered model: "
           f"{runs[0][1]['wall_s']:.0f} s")  # fmt: skip
     (work / "curves.json").write_text(

@@ -458,12 +458,13 @@ def train(
     if not verbose:
         _quiet_libraries()
     if not ray.is_initialized():
-        # "local" always starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
-        # KubeRay) must be read here: only None/"auto" make ray.init read it itself
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        from jobs.ray_cluster import init_ray
+
+        # no address starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
+        # KubeRay) must be read here
         # Ray's own notices (token authentication, the dashboard's address) only on --verbose
-        ray.init(
-            address=address,
+        init_ray(
+            address or os.environ.get("RAY_ADDRESS") or None,
             log_to_driver=verbose,
             logging_level=logging.INFO if verbose else logging.ERROR,
         )

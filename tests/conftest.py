@@ -12,6 +12,7 @@ import torch
 from devdata import make_dev_standins
 from processes import ray_nodes
 
+from jobs.ray_cluster import init_ray
 from ltchm.codec import save_checkpoint
 from ltchm.imageio import list_images, read_image
 from ltchm.paths import dev_data
@@ -50,7 +51,7 @@ def local_ray() -> Iterator[None]:
     if ray.is_initialized():  # left by another test module: use it, leave it
         yield
         return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    init_ray(None, num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 
