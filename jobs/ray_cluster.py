@@ -15,8 +15,8 @@ _API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
 
 
 def init_ray(address: str | None, **kwargs: Any) -> None:
-    """``ray.init``: join ``address``, or start a private local instance when it is None
-    or ``"local"``.
+    """``ray.init``: join ``address`` (None: ``$RAY_ADDRESS``, set by ``ray job submit`` and
+    KubeRay), or start a private local instance when there is none or it is ``"local"``.
 
     A private instance's processes are told where its own State API is. Without that, a
     process inside it that asks the State API with no address (Ray Train's placement-group
@@ -28,6 +28,9 @@ def init_ray(address: str | None, **kwargs: Any) -> None:
     """
     import ray
 
+    # read here: ray.init(address="local") would ignore it, and a bare ray.init() would join
+    # any cluster found on this machine
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "local"):
         ray.init(address=address, **kwargs)
         return
@@ -61,11 +64,10 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    # a private local Ray when there is no address: a bare ray.init() would join any cluster
-    # found on this machine. Ray's notices (token authentication, "Started a local Ray
-    # instance") are not the user's business; errors still show
+    # Ray's notices (token authentication, "Started a local Ray instance") are not the
+    # user's business; errors still show
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR}
-    if address is None:
+    if address is None:  # the private Ray of one job needs no dashboard
         kwargs["include_dashboard"] = False
     init_ray(address, **kwargs)
     try:

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -460,11 +459,9 @@ def train(
     if not ray.is_initialized():
         from jobs.ray_cluster import init_ray
 
-        # no address starts a private Ray, so RAY_ADDRESS (set by `ray job submit` and
-        # KubeRay) must be read here
         # Ray's own notices (token authentication, the dashboard's address) only on --verbose
         init_ray(
-            address or os.environ.get("RAY_ADDRESS") or None,
+            address,
             log_to_driver=verbose,
             logging_level=logging.INFO if verbose else logging.ERROR,
         )

@@ -51,7 +51,7 @@ def local_ray() -> Iterator[None]:
     if ray.is_initialized():  # left by another test module: use it, leave it
         yield
         return
-    init_ray(None, num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    init_ray("local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 

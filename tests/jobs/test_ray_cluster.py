@@ -29,7 +29,7 @@ def test_a_private_ray_asks_its_own_state_api() -> None:
     before = os.environ.get("RAY_API_SERVER_ADDRESS")
     if ray.is_initialized():  # an in-process job of another test left its Ray
         ray.shutdown()
-    init_ray(None, num_cpus=1, logging_level="ERROR")
+    init_ray("local", num_cpus=1, logging_level="ERROR")
     try:
         # the caller's environment is as it was (`ray job submit` would obey the variable)
         assert os.environ.get("RAY_API_SERVER_ADDRESS") == before
