@@ -9,9 +9,16 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["init_ray", "ray_session"]
+__all__ = ["init_ray", "ray_address", "ray_session"]
 
 _API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
+
+
+def ray_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else ``$RAY_ADDRESS``; None for a private Ray."""
+    # read here: ray.init(address="local") would ignore it, and a bare ray.init() would join
+    # any cluster found on this machine
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def init_ray(address: str | None, **kwargs: Any) -> None:
@@ -28,9 +35,7 @@ def init_ray(address: str | None, **kwargs: Any) -> None:
     """
     import ray
 
-    # read here: ray.init(address="local") would ignore it, and a bare ray.init() would join
-    # any cluster found on this machine
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(address)
     if address not in (None, "local"):
         ray.init(address=address, **kwargs)
         return
@@ -63,7 +68,7 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(address)
     # Ray's notices (token authentication, "Started a local Ray instance") are not the
     # user's business; errors still show
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR}
