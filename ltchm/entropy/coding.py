@@ -27,6 +27,7 @@ from ltchm.entropy.detmath import det_erfc, det_exp, pow2, rint
 from ltchm.entropy.mixture import SCALE_BOUND
 
 __all__ = [
+    "ElementDists",
     "EscapeReader",
     "EscapeWriter",
     "MixtureRows",
@@ -43,6 +44,10 @@ MAX_WIDTH = 4096  # widest window; values beyond it are escaped
 PROB_BITS = 40  # bin masses are integers out of 2**40
 ESCAPE_MASS = 2**16  # the escape symbol's mass floor (2**-24): escapes stay possible, cheap
 CHUNK = 8192  # elements per constriction call when coding many at once
+# Table entries (elements x (width + 1)) per computed chunk of rows. Rows are computed chunk by
+# chunk, just before they are coded, and never all at once: a trained model can give tens of
+# thousands of elements a 4096-wide window, whose rows for one 1024² tile took over 20 GB.
+ROW_ENTRIES = 1 << 21
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 
 
@@ -120,6 +125,39 @@ def mixture_rows(
     return MixtureRows(probs.cpu().numpy(), lo.long().cpu().numpy(), width)
 
 
+@dataclass
+class ElementDists:
+    """The mixtures of n elements that share one window width, with each element's window;
+    their rows (:func:`mixture_rows`) are computed a bounded chunk at a time."""
+
+    weights: Tensor  # (n, K)
+    means: Tensor  # (n, K)
+    scales: Tensor  # (n, K)
+    lo: Tensor  # (n,)
+    width: int
+    family: str
+
+    def __len__(self) -> int:
+        return int(self.lo.shape[0])
+
+    def chunks(self) -> list[slice]:
+        """Consecutive slices of at most ``ROW_ENTRIES`` table entries (and ``CHUNK`` elements).
+
+        The coded bytes do not depend on them: rows are per element, and ANS codes the same
+        symbols under the same rows in the same order whatever the chunks.
+        """
+        step = max(1, min(CHUNK, ROW_ENTRIES // (self.width + 1)))
+        return [slice(s, s + step) for s in range(0, len(self), step)]
+
+    def rows(self, sl: slice = slice(None)) -> MixtureRows:
+        return mixture_rows(
+            self.weights[sl], self.means[sl], self.scales[sl], self.lo[sl], self.width, self.family
+        )
+
+    def lo_numpy(self) -> NDArray[np.int64]:
+        return self.lo.long().cpu().numpy()
+
+
 class EscapeWriter:
     """Signed Exp-Golomb codes of the distances by which escaped values overshoot."""
 
@@ -161,33 +199,37 @@ class EscapeReader:
         return -value if self._bit() == "1" else value
 
 
-def _symbols(values: NDArray[np.int64], rows: MixtureRows, esc: EscapeWriter) -> NDArray[np.int64]:
-    rel = values - rows.lo
-    inside = (rel >= 0) & (rel < rows.width)
+def _symbols(
+    values: NDArray[np.int64], lo: NDArray[np.int64], width: int, esc: EscapeWriter
+) -> NDArray[np.int32]:
+    rel = values - lo
+    inside = (rel >= 0) & (rel < width)
     for i in np.flatnonzero(~inside):
-        esc.write(int(rel[i]) if rel[i] < 0 else int(rel[i] - rows.width + 1))
-    return np.where(inside, rel, rows.width).astype(np.int32)
+        esc.write(int(rel[i]) if rel[i] < 0 else int(rel[i] - width + 1))
+    return np.where(inside, rel, width).astype(np.int32)
 
 
 class YEncoder:
-    """Collects elements in decoding order; ``finish()`` returns (ans words, escapes)."""
+    """Collects elements in decoding order; ``finish()`` returns (ans words, escapes).
+
+    Only symbols and parameters are kept until ``finish()``, which computes each chunk's rows
+    as it codes it: memory stays bounded whatever the windows.
+    """
 
     def __init__(self) -> None:
-        self._parts: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
+        self._parts: list[tuple[NDArray[np.int32], ElementDists]] = []
         self._esc = EscapeWriter()
 
-    def add(self, values: NDArray[np.int64], rows: MixtureRows) -> None:
-        symbols = _symbols(values.astype(np.int64), rows, self._esc)
-        for start in range(0, len(symbols), CHUNK):
-            sl = slice(start, start + CHUNK)
-            self._parts.append((symbols[sl], np.ascontiguousarray(rows.probs[sl])))
+    def add(self, values: NDArray[np.int64], dists: ElementDists) -> None:
+        symbols = _symbols(values.astype(np.int64), dists.lo_numpy(), dists.width, self._esc)
+        self._parts.append((symbols, dists))
 
     def finish(self) -> tuple[bytes, bytes]:
         coder = constriction.stream.stack.AnsCoder()
         # ANS is a stack: encode in reverse so that decoding runs forwards.
-        for symbols, probs in reversed(self._parts):
-            if len(symbols):
-                coder.encode_reverse(symbols, _MODEL, probs)
+        for symbols, dists in reversed(self._parts):
+            for sl in reversed(dists.chunks()):
+                coder.encode_reverse(symbols[sl], _MODEL, dists.rows(sl).probs)
         return coder.get_compressed().tobytes(), self._esc.getvalue()
 
 
@@ -199,14 +241,13 @@ class YDecoder:
         self._coder = constriction.stream.stack.AnsCoder(words)
         self._esc = EscapeReader(escapes)
 
-    def decode(self, rows: MixtureRows) -> NDArray[np.int64]:
-        n = len(rows.lo)
-        out = np.empty(n, dtype=np.int64)
-        for start in range(0, n, CHUNK):
-            sl = slice(start, start + CHUNK)
-            out[sl] = self._coder.decode(_MODEL, np.ascontiguousarray(rows.probs[sl]))
-        values = rows.lo + out
-        for i in np.flatnonzero(out == rows.width):
+    def decode(self, dists: ElementDists) -> NDArray[np.int64]:
+        out = np.empty(len(dists), dtype=np.int64)
+        for sl in dists.chunks():
+            out[sl] = self._coder.decode(_MODEL, dists.rows(sl).probs)
+        lo, width = dists.lo_numpy(), dists.width
+        values = lo + out
+        for i in np.flatnonzero(out == width):
             over = self._esc.read()
-            values[i] = rows.lo[i] + over if over < 0 else rows.lo[i] + rows.width - 1 + over
+            values[i] = lo[i] + over if over < 0 else lo[i] + width - 1 + over
         return values

@@ -34,14 +34,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from ltchm.entropy.coding import (
-    MixtureRows,
-    YDecoder,
-    YEncoder,
-    mixture_rows,
-    mixture_weights,
-    windows,
-)
+from ltchm.entropy.coding import ElementDists, YDecoder, YEncoder, mixture_weights, windows
 from ltchm.entropy.mixture import split_params
 
 if TYPE_CHECKING:
@@ -77,8 +70,8 @@ def _flat(model: LTCHM, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return mixture_weights(w), mu, sc
 
 
-def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[NDArray[np.int64], MixtureRows]]:
-    """(element indices, rows) per window width, widths ascending."""
+def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[NDArray[np.int64], ElementDists]]:
+    """(element indices, distributions) per window width, widths ascending."""
     w, mu, sc = _flat(model, params)
     lo, width = windows(w, mu, sc, model.mixture)
     width_np = width.long().cpu().numpy()
@@ -86,7 +79,7 @@ def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[NDArray[np.int64], Mix
     for value in np.unique(width_np):
         idx = order[width_np[order] == value]
         sel = torch.from_numpy(idx).to(lo.device)
-        yield idx, mixture_rows(w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture)
+        yield idx, ElementDists(w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture)
 
 
 def _at(t: Tensor, pos: NDArray[np.int64]) -> Tensor:
@@ -108,8 +101,8 @@ def encode_y(model: LTCHM, prog: DetProgram, y_hat: Tensor, hyper: Tensor) -> by
     """The y string of one image: y_hat (1, N, H, W) integers, hyper (1, 2N, H, W).
 
     The encoder knows all of y_hat, so it evaluates the entropy parameters of every position
-    at once (position-local and exact: equal to the decoder's group-by-group evaluation) and
-    the distributions once per window width, then emits them in the decoder's order.
+    at once (position-local and exact: equal to the decoder's group-by-group evaluation), then
+    emits the elements in the decoder's order.
     """
     H, W = y_hat.shape[-2:]
     ctx = prog.run(model.context_model, y_hat)  # whole map; zero at checkerboard anchors
@@ -128,23 +121,15 @@ def encode_y(model: LTCHM, prog: DetProgram, y_hat: Tensor, hyper: Tensor) -> by
     lo, width = windows(w, mu, sc, model.mixture)
     width_np = width.long().cpu().numpy()
     values_all = np.concatenate(values)
-    rows_by_width, slot = {}, np.empty(len(width_np), dtype=np.int64)
-    for value in np.unique(width_np):
-        idx = np.flatnonzero(width_np == value)
-        sel = torch.from_numpy(idx).to(lo.device)
-        rows_by_width[value] = mixture_rows(
-            w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture
-        )
-        slot[idx] = np.arange(len(idx))
     enc, coded = YEncoder(), []
     for start, stop in itertools.pairwise(bounds):
         group_width = width_np[start:stop]
         order = start + np.argsort(group_width, kind="stable")
         for value in np.unique(group_width):
             idx = order[width_np[order] == value]
-            rows = rows_by_width[value]
-            k = slot[idx]
-            enc.add(values_all[idx], MixtureRows(rows.probs[k], rows.lo[k], rows.width))
+            sel = torch.from_numpy(idx).to(lo.device)
+            dists = ElementDists(w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture)
+            enc.add(values_all[idx], dists)
             coded.append(values_all[idx])
     ans, esc = enc.finish()
     symbols = np.concatenate(coded) if coded else np.zeros(0, np.int64)
@@ -214,8 +199,8 @@ def _decode_y(model: LTCHM, prog: DetProgram, string: bytes, hyper: Tensor) -> T
             ctx = prog.masked_conv_valid(conv, hood)
         params = _params(prog, model, ctx, _at(hyper, pos))
         values = np.zeros(len(pos) * N, dtype=np.int64)
-        for idx, rows in _runs(model, params):
-            values[idx] = dec.decode(rows)
+        for idx, dists in _runs(model, params):
+            values[idx] = dec.decode(dists)
             coded.append(values[idx])
         hh = torch.from_numpy(pos[:, 0] + p).to(y_pad.device)
         ww = torch.from_numpy(pos[:, 1] + p).to(y_pad.device)

@@ -19,7 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from ltchm.entropy.coding import MixtureRows, YDecoder, YEncoder, mixture_rows, windows
+from ltchm.entropy.coding import ElementDists, YDecoder, YEncoder, windows
 from ltchm.entropy.latent import YStreamError
 
 __all__ = ["SliceDecoder", "SliceEncoder"]
@@ -27,8 +27,8 @@ __all__ = ["SliceDecoder", "SliceEncoder"]
 _HEADER = struct.Struct("<II")  # crc32 of the symbols, length of the ANS words
 
 
-def _runs(scales: Tensor) -> list[tuple[NDArray[np.int64], MixtureRows]]:
-    """(element indices, rows) per window width for zero-mean Gaussians of these scales."""
+def _runs(scales: Tensor) -> list[tuple[NDArray[np.int64], ElementDists]]:
+    """(element indices, distributions) per window width for zero-mean Gaussians."""
     sc = scales.double().reshape(-1, 1)
     ones, zeros = torch.ones_like(sc), torch.zeros_like(sc)
     lo, width = windows(ones, zeros, sc, "gaussian")
@@ -38,8 +38,8 @@ def _runs(scales: Tensor) -> list[tuple[NDArray[np.int64], MixtureRows]]:
     for value in np.unique(width_np):
         idx = order[width_np[order] == value]
         sel = torch.from_numpy(idx).to(sc.device)
-        rows = mixture_rows(ones[sel], zeros[sel], sc[sel], lo[sel], int(value), "gaussian")
-        runs.append((idx, rows))
+        dists = ElementDists(ones[sel], zeros[sel], sc[sel], lo[sel], int(value), "gaussian")
+        runs.append((idx, dists))
     return runs
 
 
@@ -57,8 +57,8 @@ class SliceEncoder:
     def add(self, symbols: Tensor, scales: Tensor) -> None:
         """Symbols (integers, any shape) under zero-mean Gaussians of ``scales`` (same shape)."""
         values = symbols.reshape(-1).long().cpu().numpy()
-        for idx, rows in _runs(scales):
-            self._enc.add(values[idx], rows)
+        for idx, dists in _runs(scales):
+            self._enc.add(values[idx], dists)
             self._crc = _crc(values[idx], self._crc)
 
     def finish(self) -> bytes:
@@ -82,8 +82,8 @@ class SliceDecoder:
     def decode(self, scales: Tensor) -> Tensor:
         """The symbols of one slice, float64 shaped as ``scales``."""
         values = np.zeros(scales.numel(), dtype=np.int64)
-        for idx, rows in _runs(scales):
-            values[idx] = self._dec.decode(rows)
+        for idx, dists in _runs(scales):
+            values[idx] = self._dec.decode(dists)
             self._crc = _crc(values[idx], self._crc)
         return torch.from_numpy(values).to(scales.device, torch.float64).reshape(scales.shape)
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from ltchm.entropy import coding
 from ltchm.entropy.coding import (
+    ElementDists,
     EscapeReader,
     EscapeWriter,
     YDecoder,
     YEncoder,
-    mixture_rows,
     mixture_weights,
     windows,
 )
@@ -30,6 +31,21 @@ def test_exp_golomb_round_trip() -> None:
         r.read()
 
 
+def _code(
+    values: torch.Tensor, w: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, family: str
+) -> tuple[bytes, bytes, list[ElementDists], list[np.ndarray]]:
+    lo, width = windows(w, means, scales, family)
+    enc, groups_, coded = YEncoder(), [], []
+    for v in torch.unique(width):
+        idx = torch.nonzero(width == v).squeeze(1)
+        dists = ElementDists(w[idx], means[idx], scales[idx], lo[idx], int(v), family)
+        enc.add(values[idx].long().numpy(), dists)
+        groups_.append(dists)
+        coded.append(values[idx].long().numpy())
+    ans, esc = enc.finish()
+    return ans, esc, groups_, coded
+
+
 @pytest.mark.parametrize("family", ["gaussian", "laplace"])
 def test_round_trip_and_rate(family: str) -> None:
     torch.manual_seed(0)
@@ -45,18 +61,10 @@ def test_round_trip_and_rate(family: str) -> None:
     )
     values = torch.round(mu + sc * noise)
     values[:4] = torch.tensor([500.0, -900.0, 70000.0, -(2.0**20)])  # escapes
-    lo, width = windows(w, means, scales, family)
-    enc, groups_, coded = YEncoder(), [], []
-    for v in torch.unique(width):
-        idx = torch.nonzero(width == v).squeeze(1)
-        rows = mixture_rows(w[idx], means[idx], scales[idx], lo[idx], int(v), family)
-        enc.add(values[idx].long().numpy(), rows)
-        groups_.append(rows)
-        coded.append(values[idx].long().numpy())
-    ans, esc = enc.finish()
+    ans, esc, groups_, coded = _code(values, w, means, scales, family)
     dec = YDecoder(ans, esc)
-    for rows, expect in zip(groups_, coded, strict=True):
-        assert np.array_equal(dec.decode(rows), expect)
+    for dists, expect in zip(groups_, coded, strict=True):
+        assert np.array_equal(dec.decode(dists), expect)
     lik = mixture_likelihood(
         values[4:].reshape(1, 1, -1, 1),
         MixtureParams(*(t[4:].T.reshape(1, K, 1, -1, 1) for t in (logits, means, scales))),
@@ -64,6 +72,30 @@ def test_round_trip_and_rate(family: str) -> None:
     )
     estimate = float(-torch.log2(lik).sum())
     assert 8 * (len(ans) + len(esc)) < 1.01 * estimate + 4000  # + the four escapes
+
+
+def test_rows_are_computed_in_bounded_chunks_that_do_not_change_the_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wide windows (large scales) are coded a bounded table at a time, to the same bytes."""
+    torch.manual_seed(1)
+    n, K = 3000, 3
+    w = mixture_weights(torch.randn(n, K))
+    means = torch.randn(n, K) * 20
+    scales = torch.rand(n, K) * 300 + 0.1  # windows up to MAX_WIDTH
+    values = torch.round(means[:, 0] + scales[:, 0] * torch.randn(n))
+    whole = _code(values, w, means, scales, "gaussian")[:2]
+    monkeypatch.setattr(coding, "ROW_ENTRIES", 5000)
+    ans, esc, groups_, coded = _code(values, w, means, scales, "gaussian")
+    assert (ans, esc) == whole
+    assert max(d.width for d in groups_) == coding.MAX_WIDTH
+    for d in groups_:
+        spans = [range(len(d))[c] for c in d.chunks()]
+        assert [i for s in spans for i in s] == list(range(len(d)))
+        assert all(len(s) * (d.width + 1) <= 5000 for s in spans)
+    dec = YDecoder(ans, esc)
+    for dists, expect in zip(groups_, coded, strict=True):
+        assert np.array_equal(dec.decode(dists), expect)
 
 
 def test_windows_are_powers_of_two_covering_the_means() -> None:
