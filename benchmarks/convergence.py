@@ -169,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if base is not None:
         settings["train.init_from"] = str(runs / f"lambda_{base}" / "model.pt")
-    config = write_config(work / "convergence.yaml", args.config.resolve(), settings | extra)
+    fine = dict(args.fine_tune_set or []) if base is not None else {}
+    if fine:
+        plan += f" ({', '.join(f'{k} {v}' for k, v in fine.items())})"
+    config = write_config(work / "convergence.yaml", args.config.resolve(), settings | extra | fine)
     todo = [lm for lm in (lambdas if base is None else others)]
     if not all((runs / f"lambda_{lm}" / "model.pt").is_file() for lm in todo):
         train(config, ",".join(map(str, todo)), shards, runs, uri)
@@ -553,6 +556,9 @@ def main() -> int:
     r.add_argument("--config", type=Path, default=RECIPE)
     r.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="override a config key (repeatable)")  # fmt: skip
+    r.add_argument("--fine-tune-set", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="override a config key for the fine-tuned rate points only, after "
+                   "--set (e.g. a lower train.lr than the base's)")  # fmt: skip
     r.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ltchm-convergence")
     s = sub.add_parser("sweep", help="compare recipe variants at equal machine time")
     s.add_argument("--variant", nargs="+", action="append", required=True,
