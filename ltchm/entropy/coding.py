@@ -46,8 +46,10 @@ ESCAPE_MASS = 2**16  # the escape symbol's mass floor (2**-24): escapes stay pos
 CHUNK = 8192  # elements per constriction call when coding many at once
 # Table entries (elements x (width + 1)) per computed chunk of rows. Rows are computed chunk by
 # chunk, just before they are coded, and never all at once: a trained model can give tens of
-# thousands of elements a 4096-wide window, whose rows for one 1024² tile took over 20 GB.
-ROW_ENTRIES = 1 << 21
+# thousands of elements a 4096-wide window, whose rows for one image took over 20 GB. 2**17
+# (1 MiB arrays, cache-sized) computes rows fastest (benchmarks/RESULTS.md, "Implementation
+# choices").
+ROW_ENTRIES = 1 << 17
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 
 
