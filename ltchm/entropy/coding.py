@@ -216,8 +216,8 @@ def _symbols(
 class YEncoder:
     """Collects elements in decoding order; ``finish()`` returns (ans words, escapes).
 
-    Only symbols and parameters are kept until ``finish()``, which computes each chunk's rows
-    as it codes it: memory stays bounded whatever the windows.
+    Only symbols and parameters are kept until ``finish()``, which computes the rows as it
+    codes them, a bounded batch at a time: memory stays bounded whatever the windows.
     """
 
     def __init__(self) -> None:
@@ -231,10 +231,51 @@ class YEncoder:
     def finish(self) -> tuple[bytes, bytes]:
         coder = constriction.stream.stack.AnsCoder()
         # ANS is a stack: encode in reverse so that decoding runs forwards.
-        for symbols, dists in reversed(self._parts):
-            for sl in reversed(dists.chunks()):
-                coder.encode_reverse(symbols[sl], _MODEL, dists.rows(sl).probs)
+        end = len(self._parts)
+        while end:
+            start, entries = end - 1, _entries(self._parts[end - 1][1])
+            if entries > ROW_ENTRIES:  # one large part: its rows a chunk at a time
+                symbols, dists = self._parts[start]
+                for sl in reversed(dists.chunks()):
+                    coder.encode_reverse(symbols[sl], _MODEL, dists.rows(sl).probs)
+            else:
+                # Consecutive small parts (an autoregressive image has hundreds: one per
+                # wavefront and width) get their rows from one computation per width.
+                while start and entries + _entries(self._parts[start - 1][1]) <= ROW_ENTRIES:
+                    start -= 1
+                    entries += _entries(self._parts[start][1])
+                batch = self._parts[start:end]
+                for (symbols, _), probs in zip(
+                    reversed(batch), reversed(_batch_rows([d for _, d in batch])), strict=True
+                ):
+                    coder.encode_reverse(symbols, _MODEL, probs)
+            end = start
         return coder.get_compressed().tobytes(), self._esc.getvalue()
+
+
+def _entries(dists: ElementDists) -> int:
+    return len(dists) * (dists.width + 1)
+
+
+def _batch_rows(batch: list[ElementDists]) -> list[NDArray[np.float64]]:
+    """Each part's rows, computed once per width over the parts of that width together."""
+    out: list[NDArray[np.float64]] = [np.empty((0, 0))] * len(batch)
+    for width in sorted({d.width for d in batch}):
+        idx = [i for i, d in enumerate(batch) if d.width == width]
+        parts = [batch[i] for i in idx]
+        merged = ElementDists(
+            torch.cat([d.weights for d in parts]),
+            torch.cat([d.means for d in parts]),
+            torch.cat([d.scales for d in parts]),
+            torch.cat([d.lo for d in parts]),
+            width,
+            parts[0].family,
+        )
+        probs = merged.rows().probs
+        bounds = np.cumsum([0] + [len(d) for d in parts])
+        for i, a, b in zip(idx, bounds[:-1], bounds[1:], strict=True):
+            out[i] = probs[a:b]
+    return out
 
 
 class YDecoder:
