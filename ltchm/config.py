@@ -99,6 +99,12 @@ class TrainConfig(_Section):
         "to lr_final over the steps after the warm-up",
     )
     lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
+    fine_tune_lr: float | None = Field(
+        None,
+        gt=0,
+        description="the peak learning rate instead of lr when training starts from init_from "
+        "(a trained model: a rate point fine-tuned from another); None: lr",
+    )
     aux_lr: float = Field(1e-3, gt=0)
     clip_grad_norm: float | None = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
@@ -120,6 +126,14 @@ class TrainConfig(_Section):
         description="start from this model's weights (a checkpoint file or models:/ URI of the "
         "same architecture, e.g. another rate point's): fine-tuning instead of a random start",
     )
+
+    def peak_lr(self) -> float:
+        """The schedule's peak: ``fine_tune_lr`` when fine-tuning from ``init_from``, else
+        ``lr``."""
+        if self.init_from and self.fine_tune_lr is not None:
+            return self.fine_tune_lr
+        return self.lr
+
     snapshot_every: int | None = Field(
         None,
         ge=1,

@@ -31,13 +31,14 @@ def learning_rate(train: TrainConfig, step: int) -> float:
 
     A linear warm-up over ``lr_warmup_steps`` (step 0 already takes a small step), then
     ``step``: ``lr`` until ``lr_drop_at`` of the steps and ``lr_final`` after (the paper), or
-    ``cosine``: from ``lr`` down to ``lr_final`` at the last step.
+    ``cosine``: from ``lr`` down to ``lr_final`` at the last step; ``fine_tune_lr`` takes
+    ``lr``'s place when the run starts from ``init_from``.
     """
-    warm = train.lr_warmup_steps
+    warm, peak = train.lr_warmup_steps, train.peak_lr()
     if step < warm:
-        return train.lr * (step + 1) / warm
+        return peak * (step + 1) / warm
     if train.lr_schedule == "step":
-        return train.lr if step < train.lr_drop_at * train.steps else train.lr_final
+        return peak if step < train.lr_drop_at * train.steps else train.lr_final
     span = max(1, train.steps - 1 - warm)
     progress = min(1.0, (step - warm) / span)
-    return train.lr_final + 0.5 * (train.lr - train.lr_final) * (1 + math.cos(math.pi * progress))
+    return train.lr_final + 0.5 * (peak - train.lr_final) * (1 + math.cos(math.pi * progress))

@@ -46,7 +46,7 @@ def deepspeed_config(cfg: Config, world_size: int, use_gpu: bool) -> dict[str, A
         "optimizer": {
             "type": "Adam",
             "params": {
-                "lr": cfg.train.lr,
+                "lr": cfg.train.peak_lr(),
                 "betas": [0.9, 0.999],
                 "eps": 1e-8,
                 "weight_decay": 0.0,

@@ -32,3 +32,14 @@ def test_warm_up_applies_to_the_step_schedule_too() -> None:
     cfg = TrainConfig(steps=100, lr=1e-3, lr_warmup_steps=10, lr_drop_at=0.5)
     assert learning_rate(cfg, 0) == pytest.approx(1e-4)
     assert learning_rate(cfg, 10) == 1e-3 and learning_rate(cfg, 50) == cfg.lr_final
+
+
+def test_fine_tune_lr_is_the_peak_only_when_starting_from_a_model() -> None:
+    kw = {"steps": 1000, "lr": 3e-3, "fine_tune_lr": 1e-3, "lr_schedule": "cosine"}
+    scratch = TrainConfig(**kw, lr_warmup_steps=100)
+    tuned = TrainConfig(**kw, lr_warmup_steps=100, init_from="runs/lambda_512/model.pt")
+    assert max(learning_rate(scratch, s) for s in range(1000)) == pytest.approx(3e-3)
+    assert max(learning_rate(tuned, s) for s in range(1000)) == pytest.approx(1e-3)
+    assert learning_rate(tuned, 0) == pytest.approx(1e-5)
+    assert learning_rate(tuned, 999) == pytest.approx(tuned.lr_final)
+    assert TrainConfig(lr=3e-3, init_from="m.pt").peak_lr() == 3e-3  # no fine_tune_lr: lr
