@@ -127,13 +127,6 @@ class TrainConfig(_Section):
         "same architecture, e.g. another rate point's): fine-tuning instead of a random start",
     )
 
-    def peak_lr(self) -> float:
-        """The schedule's peak: ``fine_tune_lr`` when fine-tuning from ``init_from``, else
-        ``lr``."""
-        if self.init_from and self.fine_tune_lr is not None:
-            return self.fine_tune_lr
-        return self.lr
-
     snapshot_every: int | None = Field(
         None,
         ge=1,
@@ -148,6 +141,13 @@ class TrainConfig(_Section):
         "(needs a C++ compiler on CPU workers); validation and coding stay eager",
     )
     out: str = "runs"
+
+    def peak_lr(self) -> float:
+        """The schedule's peak: ``fine_tune_lr`` when fine-tuning from ``init_from``, else
+        ``lr``."""
+        if self.init_from and self.fine_tune_lr is not None:
+            return self.fine_tune_lr
+        return self.lr
 
 
 class DeepSpeedConfig(_Section):

@@ -15,6 +15,7 @@ only, which is neither reproducible across devices nor affordable at scene sizes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import constriction
@@ -36,6 +37,7 @@ __all__ = [
     "mixture_rows",
     "mixture_weights",
     "pow2_ceil",
+    "width_runs",
     "windows",
 ]
 
@@ -160,6 +162,25 @@ class ElementDists:
 
     def lo_numpy(self) -> NDArray[np.int64]:
         return self.lo.long().cpu().numpy()
+
+
+def width_runs(
+    weights: Tensor,
+    means: Tensor,
+    scales: Tensor,
+    lo: Tensor,
+    width: NDArray[np.int64],
+    family: str,
+    among: NDArray[np.int64] | None = None,
+) -> Iterator[tuple[NDArray[np.int64], ElementDists]]:
+    """The elements ``among`` (default: all) grouped by window width, widths ascending: each
+    group's indices, in their order, and its distributions. Coders and decoders take runs
+    in this order."""
+    among = np.arange(len(width)) if among is None else among
+    for value in np.unique(width[among]):
+        idx = among[width[among] == value]
+        sel = torch.from_numpy(idx).to(lo.device)
+        yield idx, ElementDists(weights[sel], means[sel], scales[sel], lo[sel], int(value), family)
 
 
 class EscapeWriter:

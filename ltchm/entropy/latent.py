@@ -34,7 +34,14 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from ltchm.entropy.coding import ElementDists, YDecoder, YEncoder, mixture_weights, windows
+from ltchm.entropy.coding import (
+    ElementDists,
+    YDecoder,
+    YEncoder,
+    mixture_weights,
+    width_runs,
+    windows,
+)
 from ltchm.entropy.mixture import split_params
 
 if TYPE_CHECKING:
@@ -74,12 +81,7 @@ def _runs(model: LTCHM, params: Tensor) -> Iterator[tuple[NDArray[np.int64], Ele
     """(element indices, distributions) per window width, widths ascending."""
     w, mu, sc = _flat(model, params)
     lo, width = windows(w, mu, sc, model.mixture)
-    width_np = width.long().cpu().numpy()
-    order = np.argsort(width_np, kind="stable")
-    for value in np.unique(width_np):
-        idx = order[width_np[order] == value]
-        sel = torch.from_numpy(idx).to(lo.device)
-        yield idx, ElementDists(w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture)
+    return width_runs(w, mu, sc, lo, width.long().cpu().numpy(), model.mixture)
 
 
 def _at(t: Tensor, pos: NDArray[np.int64]) -> Tensor:
@@ -123,12 +125,8 @@ def encode_y(model: LTCHM, prog: DetProgram, y_hat: Tensor, hyper: Tensor) -> by
     values_all = np.concatenate(values)
     enc, coded = YEncoder(), []
     for start, stop in itertools.pairwise(bounds):
-        group_width = width_np[start:stop]
-        order = start + np.argsort(group_width, kind="stable")
-        for value in np.unique(group_width):
-            idx = order[width_np[order] == value]
-            sel = torch.from_numpy(idx).to(lo.device)
-            dists = ElementDists(w[sel], mu[sel], sc[sel], lo[sel], int(value), model.mixture)
+        group = np.arange(start, stop)
+        for idx, dists in width_runs(w, mu, sc, lo, width_np, model.mixture, group):
             enc.add(values_all[idx], dists)
             coded.append(values_all[idx])
     ans, esc = enc.finish()

@@ -19,7 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from ltchm.entropy.coding import ElementDists, YDecoder, YEncoder, windows
+from ltchm.entropy.coding import ElementDists, YDecoder, YEncoder, width_runs, windows
 from ltchm.entropy.latent import YStreamError
 
 __all__ = ["SliceDecoder", "SliceEncoder"]
@@ -32,15 +32,7 @@ def _runs(scales: Tensor) -> list[tuple[NDArray[np.int64], ElementDists]]:
     sc = scales.double().reshape(-1, 1)
     ones, zeros = torch.ones_like(sc), torch.zeros_like(sc)
     lo, width = windows(ones, zeros, sc, "gaussian")
-    width_np = width.long().cpu().numpy()
-    order = np.argsort(width_np, kind="stable")
-    runs = []
-    for value in np.unique(width_np):
-        idx = order[width_np[order] == value]
-        sel = torch.from_numpy(idx).to(sc.device)
-        dists = ElementDists(ones[sel], zeros[sel], sc[sel], lo[sel], int(value), "gaussian")
-        runs.append((idx, dists))
-    return runs
+    return list(width_runs(ones, zeros, sc, lo, width.long().cpu().numpy(), "gaussian"))
 
 
 def _crc(values: NDArray[np.int64], crc: int) -> int:
