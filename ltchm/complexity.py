@@ -122,16 +122,24 @@ def measure(model: nn.Module, shape: tuple[int, ...]) -> Complexity:
 
     model = model.eval()
     x = torch.rand(shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        macs, _ = profile(model, inputs=(x,), verbose=False)
-    # thop leaves its counters as buffers on every module; strip them again.
-    for m in model.modules():
-        for name in ("total_ops", "total_params"):
-            m._buffers.pop(name, None)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
+    # Count the modules of the paper's definition, not IDConv's folded inference path.
+    idconvs = [(m, m.fold_inference) for m in model.modules() if isinstance(m, IDConv)]
+    for m, _ in idconvs:
+        m.fold_inference = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            macs, _ = profile(model, inputs=(x,), verbose=False)
+        # thop leaves its counters as buffers on every module; strip them again.
+        for mod in model.modules():
+            for name in ("total_ops", "total_params"):
+                mod._buffers.pop(name, None)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x)
+    finally:
+        for m, fold in idconvs:
+            m.fold_inference = fold
     return Complexity(
         params_all=sum(p.numel() for p in model.parameters()),
         params_thop=thop_counted_params(model),

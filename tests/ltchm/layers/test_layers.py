@@ -42,6 +42,82 @@ def test_idconv_trains_at_batch_size_one(k: int) -> None:
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def _trained_like(conv: IDConv) -> IDConv:
+    # fresh BatchNorm statistics are the identity: give the folding something to fold
+    conv.norm.running_mean.normal_()
+    conv.norm.running_var.uniform_(0.5, 2.0)
+    torch.nn.init.normal_(conv.norm.weight)
+    torch.nn.init.normal_(conv.norm.bias)
+    torch.nn.init.normal_(conv.expand.weight, std=0.3)
+    torch.nn.init.normal_(conv.weight)
+    return conv.eval()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_idconv_inference_path_matches_the_module_path(
+    k: int, bias: bool, channels_last: bool
+) -> None:
+    """Without grad, IDConv folds BatchNorm and the two-group softmax: the same output."""
+    torch.manual_seed(2)
+    conv = _trained_like(IDConv(16, k, bias=bias))
+    x = torch.randn(3, 16, 9, 11)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    reference = conv(x)  # grad enabled: the modules of its definition
+    with torch.no_grad():
+        folded = conv(x)
+    assert conv._fold is not None  # the no-grad call took the folded path
+    torch.testing.assert_close(folded, reference, rtol=1e-5, atol=1e-5)
+    assert folded.is_contiguous(memory_format=torch.channels_last) == channels_last
+    with torch.no_grad():
+        alone = torch.cat([conv(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(folded, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_idconv_folding_follows_its_parameters() -> None:
+    torch.manual_seed(3)
+    conv = _trained_like(IDConv(8, 3))
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        before = conv(x)
+        conv.weight.add_(1.0)  # an optimizer step, in place
+        stepped = conv(x)
+    assert not torch.allclose(before, stepped)
+    torch.testing.assert_close(stepped, conv(x), rtol=1e-5, atol=1e-5)
+    conv.load_state_dict(_trained_like(IDConv(8, 3)).state_dict())
+    with torch.no_grad():
+        loaded = conv(x)
+    torch.testing.assert_close(loaded, conv(x), rtol=1e-5, atol=1e-5)
+    conv.train()
+    with torch.no_grad():
+        conv(x)  # batch statistics, and the running ones move: the folding must follow
+    conv.eval()
+    with torch.no_grad():
+        folded = conv(x)
+    torch.testing.assert_close(folded, conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_dam_inference_matches_training_arithmetic_and_keeps_the_format(batch: int) -> None:
+    """DAM infers channels-last inside; its output has the input's format and values."""
+    torch.manual_seed(4)
+    dam = DAM(16).eval()
+    for m in dam.modules():
+        if isinstance(m, IDConv):
+            _trained_like(m)
+    x = torch.randn(batch, 16, 10, 10)
+    reference = dam(x)
+    with torch.inference_mode():
+        out = dam(x)
+        out_cl = dam(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out_cl, reference, rtol=1e-4, atol=1e-5)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_dam_is_residual_attention_and_trains_at_batch_one() -> None:
     dam = DAM(16).train()
     x = torch.randn(1, 16, 8, 8)
