@@ -63,12 +63,13 @@ class DAM(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or x.device.type != "cpu":
             return torch.addcmul(x, self.trunk(x), self.mask(x).sigmoid_())
-        # Inference runs channels-last inside: oneDNN's depth-wise convolution and IDConv's
-        # per-channel broadcasts are 2-4x faster on it than on NCHW, while a training step
-        # is slower on it (benchmarks/RESULTS.md, "Forward pass"). The output keeps the
-        # input's format, so the layers around DAM (dense convolutions) are unchanged.
+        # Inference on the CPU runs channels-last inside: oneDNN's depth-wise convolution
+        # and IDConv's per-channel broadcasts are 2-4x faster on it than on NCHW, while a
+        # training step is slower on it (benchmarks/RESULTS.md, "Forward pass"; GPUs are
+        # unmeasured and keep NCHW). The output keeps the input's format, so the layers
+        # around DAM (dense convolutions) are unchanged.
         h = x.contiguous(memory_format=torch.channels_last)
         out = torch.addcmul(h, self.trunk(h), self.mask(h).sigmoid_())
         return out if h is x else out.contiguous()
