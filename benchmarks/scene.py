@@ -140,7 +140,7 @@ def _bare_model(scene: Path, model_path: Path, cfg: ScenesConfig) -> float:
             src = read_tile(ds, Window(*grid.window(i)), header)
             v = fill_invalid(to_unit(src.data, lo, hi), src.valid)
             chans = [[bands.index(b) for b in channels_of(g)] for g in header.groups]
-            batches.append(coder._pad(torch.from_numpy(np.stack([v[c] for c in chans]))))
+            batches.append(coder.pad(torch.from_numpy(np.stack([v[c] for c in chans]))))
     t0 = time.perf_counter()
     for x in batches:
         coder.model.compress(x)

@@ -37,7 +37,7 @@ def validate(model: nn.Module, images: Sequence[Tensor]) -> dict[str, float]:
         data = codec.encode(x)
         x_hat = codec.decode(data)
         sums["val_bpp"] += bits_per_pixel(len(data), H, W)
-        out = snapshot(codec._pad(x)[None])
+        out = snapshot(codec.pad(x)[None])
         sums["val_bpp_estimated"] += float(bpp_from_likelihoods(out["likelihoods"], H * W))
         sums["val_psnr"] += psnr(x_hat, x)
         if min(H, W) > 160:

@@ -171,7 +171,7 @@ def estimated_bpp(codec: ImageCodec, x: torch.Tensor) -> float:
 
     H, W = x.shape[-2:]
     with torch.no_grad():
-        out = codec.model(codec._pad(x.to(codec.device))[None])
+        out = codec.model(codec.pad(x.to(codec.device))[None])
     return float(bpp_from_likelihoods(out["likelihoods"], H * W))
 
 

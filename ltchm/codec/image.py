@@ -89,7 +89,7 @@ class ImageCodec:
             patch = x[:, top : top + h, left : left + w].to(self.device, torch.float32)
             if x.dtype == torch.uint8:
                 patch = patch.div_(255.0)
-            out = self.model.compress(self._pad(patch)[None])
+            out = self.model.compress(self.pad(patch)[None])
             tiles.append(Tile(tuple(out["shape"]), [s[0] for s in out["strings"]]))
         return pack(
             LtcFile(self.identity, H, W, self.context, "replicate", tile, tiles, self.source)
@@ -152,7 +152,9 @@ class ImageCodec:
                 f"{self.identity.short()}"
             )
 
-    def _pad(self, x: Tensor) -> Tensor:
+    def pad(self, x: Tensor) -> Tensor:
+        """``x`` (C, H, W) padded (edge-replicated, right and bottom) to the model's stride,
+        as the codec pads before coding."""
         _, H, W = x.shape
         ph, pw = (-H) % self.stride, (-W) % self.stride
         if not ph and not pw:

@@ -123,7 +123,7 @@ def decompress_scene(
 
     with SceneReader(path) as reader:
         decoder = SceneDecoder(reader, model, device)
-        window = decoder._check(window or decoder.full_window())
+        window = decoder.check_window(window or decoder.full_window())
         write_raster(
             decoder.blocks(window), reader.header, window, out, fmt, compress, resampling, progress
         )

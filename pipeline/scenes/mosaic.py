@@ -101,7 +101,7 @@ class SceneDecoder:
 
     def blocks(self, window: Window | None = None) -> Iterator[Block]:
         """Finished blocks covering ``window`` (default: the scene), each exactly once."""
-        window = self._check(window or self.full_window())
+        window = self.check_window(window or self.full_window())
         c0, r0 = int(window.col_off), int(window.row_off)
         c1, r1 = c0 + int(window.width), r0 + int(window.height)
         cells = self.grid.cells(c0, r0, c1 - c0, r1 - r0)
@@ -133,7 +133,7 @@ class SceneDecoder:
 
     def read(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """The whole ``window`` as one array (count, h, w) and its mask (dataset masks)."""
-        window = self._check(window or self.full_window())
+        window = self.check_window(window or self.full_window())
         c0, r0 = int(window.col_off), int(window.row_off)
         h, w = int(window.height), int(window.width)
         out = np.zeros((self.header.count, h, w), dtype=self.header.dtype)
@@ -146,8 +146,8 @@ class SceneDecoder:
                 mask[y : y + bh, x : x + bw] = b.mask
         return out, mask
 
-    # -- internals -------------------------------------------------------------------------
-    def _check(self, window: Window) -> Window:
+    def check_window(self, window: Window) -> Window:
+        """``window`` as integers, or ValueError if it is empty or leaves the scene."""
         c0, r0 = int(window.col_off), int(window.row_off)
         w, h = int(window.width), int(window.height)
         if w < 1 or h < 1 or c0 < 0 or r0 < 0:
@@ -159,6 +159,7 @@ class SceneDecoder:
             )
         return Window(c0, r0, w, h)
 
+    # -- internals -------------------------------------------------------------------------
     def _decode(self, index: int) -> DecodedTile:
         tile = self.coder.decode(self.header, self.grid, index, self.reader.tile(index))
         self.tiles_decoded += 1

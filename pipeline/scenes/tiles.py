@@ -122,7 +122,7 @@ class TileCoder:
         out: dict[str, Any] = {}
         if batch:
             x = torch.from_numpy(np.stack(batch)).to(self.device)
-            out = self.model.compress(self._pad(x))
+            out = self.model.compress(self.pad(x))
             shape = (int(out["shape"][0]), int(out["shape"][1]))
             for i, g in enumerate(coded):
                 streams[g] = [s[i] for s in out["strings"]]
@@ -213,7 +213,8 @@ class TileCoder:
                 count[bands.index(b)] += 1
         return total / np.maximum(count, 1)[:, None, None], count > 0
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., H, W) edge-padded to the model's stride, as tiles are before coding."""
         H, W = x.shape[-2:]
         ph, pw = (-H) % self.stride, (-W) % self.stride
         return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x

@@ -20,7 +20,7 @@ from ltchm.losses import bpp_from_likelihoods
 def forward_x_hat(codec: ImageCodec, x: torch.Tensor) -> torch.Tensor:
     H, W = x.shape[-2:]
     with torch.no_grad():
-        out = codec.model(codec._pad(x)[None])["x_hat"]
+        out = codec.model(codec.pad(x)[None])["x_hat"]
     return out.clamp(0, 1)[0, :, :H, :W]
 
 

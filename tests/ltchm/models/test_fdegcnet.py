@@ -168,7 +168,7 @@ def test_encode_decode_a_real_file(tmp_path, checkpoint, ucm_dir, monkeypatch, c
     codec = ImageCodec(load_checkpoint(checkpoint))
     x = read_image(image)
     with torch.no_grad():
-        expected = codec.model(codec._pad(x)[None])["x_hat"].clamp(0, 1)[0, :, :256, :256]
+        expected = codec.model(codec.pad(x)[None])["x_hat"].clamp(0, 1)[0, :, :256, :256]
     decoded = np.asarray(Image.open(png))
     assert np.array_equal(decoded, (expected * 255).round().byte().permute(1, 2, 0).numpy())
 
