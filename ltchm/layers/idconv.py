@@ -126,11 +126,12 @@ class IDConv(nn.Module):
         if K == 1:
             gate = F.linear(F.gelu(F.linear(mean, f.reduce_w, f.reduce_b)), f.diff_w, f.diff_b)
             gate = gate.sigmoid_()
-            scale = torch.addcmul(f.kernel_1.reshape(1, C), f.kernel_d.reshape(1, C), gate)
-            shift = torch.addcmul(f.bias_1, f.bias_d, gate)
+            scale = torch.addcmul(f.kernel_1.view(1, C), f.kernel_d.view(1, C), gate)
+            scale = scale.reshape(B, C, 1, 1)
             if self.bias is None:
-                return x * scale.reshape(B, C, 1, 1)
-            return torch.addcmul(shift.reshape(B, C, 1, 1), x, scale.reshape(B, C, 1, 1))
+                return x * scale
+            shift = torch.addcmul(f.bias_1, f.bias_d, gate).reshape(B, C, 1, 1)
+            return torch.addcmul(shift, x, scale)
         # the K x K pooled vectors and the mean in one projection: rows 0..K*K-1 and K*K
         pooled = F.adaptive_avg_pool2d(x, K).reshape(B, C, K * K).transpose(1, 2)
         rows = torch.cat([pooled, mean.unsqueeze(1)], dim=1)
