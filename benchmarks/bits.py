@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,8 +44,7 @@ def measure(codec: ImageCodec, x: Tensor) -> dict[str, float]:
     _, H, W = x.shape
     data = codec.encode(x)
     decoded = codec.decode(data, torch.uint8).float().div_(255.0)
-    s = codec.stride  # padded as the codec pads before coding
-    padded = F.pad(x[None], (0, (-W) % s, 0, (-H) % s), mode="replicate")
+    padded = codec.pad(x)[None]  # as the codec pads before coding
     y = model.g_a(padded)
     y_hat = torch.round(y)
     z = model.h_a(y)

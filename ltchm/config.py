@@ -126,7 +126,6 @@ class TrainConfig(_Section):
         description="start from this model's weights (a checkpoint file or models:/ URI of the "
         "same architecture, e.g. another rate point's): fine-tuning instead of a random start",
     )
-
     snapshot_every: int | None = Field(
         None,
         ge=1,

@@ -24,11 +24,21 @@ from ltchm.codec.identity import ModelIdentity, identity_of
 from ltchm.imageio import MAX_PIXELS
 from ltchm.models import CodingModel
 
-__all__ = ["ImageCodec", "ModelMismatchError", "image_tiles"]
+__all__ = ["ImageCodec", "ModelMismatchError", "image_tiles", "pad_to_stride"]
 
 
 class ModelMismatchError(ValueError):
     """A file encoded with another model than the one asked to decode it."""
+
+
+def pad_to_stride(x: Tensor, stride: int) -> Tensor:
+    """``x`` (..., H, W) edge-replicated at the right and bottom to multiples of ``stride``,
+    as images and scene tiles are padded before coding."""
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % stride, (-W) % stride
+    if not ph and not pw:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
 
 def image_tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -153,13 +163,8 @@ class ImageCodec:
             )
 
     def pad(self, x: Tensor) -> Tensor:
-        """``x`` (C, H, W) padded (edge-replicated, right and bottom) to the model's stride,
-        as the codec pads before coding."""
-        _, H, W = x.shape
-        ph, pw = (-H) % self.stride, (-W) % self.stride
-        if not ph and not pw:
-            return x
-        return F.pad(x[None], (0, pw, 0, ph), mode="replicate")[0]
+        """``x`` (C, H, W) padded to the model's stride, as the codec pads before coding."""
+        return pad_to_stride(x, self.stride)
 
 
 def _device_of(model: nn.Module) -> torch.device:

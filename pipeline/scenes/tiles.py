@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ltchm.codec.checkpoint import prepare_for_coding
 from ltchm.codec.identity import ModelIdentity, identity_of
-from ltchm.codec.image import ModelMismatchError
+from ltchm.codec.image import ModelMismatchError, pad_to_stride
 from pipeline.scenes.bands import channels_of, fill_invalid, from_unit, to_unit
 from pipeline.scenes.container import ModelInfo, SceneHeader, TileRecord
 from pipeline.scenes.grid import SceneGrid
@@ -215,9 +214,7 @@ class TileCoder:
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (..., H, W) edge-padded to the model's stride, as tiles are before coding."""
-        H, W = x.shape[-2:]
-        ph, pw = (-H) % self.stride, (-W) % self.stride
-        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        return pad_to_stride(x, self.stride)
 
     # -- decoding --------------------------------------------------------------------------
     def decode(
